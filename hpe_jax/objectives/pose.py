@@ -27,3 +27,45 @@ def pose_distance_25d(
         return jnp.mean(per_joint, axis=-1)
     weights = weights.astype(per_joint.dtype)
     return jnp.sum(per_joint * weights, -1) / jnp.maximum(jnp.sum(weights, -1), 1.0)
+
+
+def multimodal_loss(
+    pred: dict[str, Array],
+    target: dict[str, Array],
+    *,
+    lambda_z: float = 50.0,
+    lambda_m: float = 100.0,
+    lambda_dm: float = 50.0,
+) -> dict[str, Array]:
+    """M(y, y_gt) = l(p, p_gt) + lambda_m |m - m_gt|_1 + lambda_dm |dmap - dmap_gt|_1 (Eq. 2).
+
+    Args:
+      pred: 'uv' (N, J, 2) output pixels, 'z' (N, J), and where the target has them 'mask'
+        (N, s, s, 1) probabilities and 'depth_map' (N, s, s, 1) normalised depth.
+      target: 'uv', 'z', optional 'mask', 'depth_target' (same shapes), optional 'weights' (N,)
+        per-example weights (e.g. a pseudo-label's keep mask).
+    Returns:
+      dict with 'pose' (l), 'mask' and 'depth_map' (the L1 terms, mean over pixels) averaged over
+      the batch (with 'weights': mean over the batch of weight * term, so rejected examples
+      count as zero, as the indicator of Eq. 9 does), and 'total' = the weighted sum of the three.
+      Terms the target lacks are 0.
+    """
+    per_example = {"pose": pose_distance_25d(pred["uv"], pred["z"], target["uv"], target["z"],
+                                             lambda_z)}
+    zero = jnp.zeros_like(per_example["pose"])
+    per_example["mask"] = (
+        jnp.mean(jnp.abs(pred["mask"] - target["mask"]), axis=(1, 2, 3))
+        if "mask" in target else zero
+    )
+    per_example["depth_map"] = (
+        jnp.mean(jnp.abs(pred["depth_map"] - target["depth_target"]), axis=(1, 2, 3))
+        if "depth_target" in target else zero
+    )
+    w = target.get("weights")
+    if w is None:
+        out = {k: jnp.mean(v) for k, v in per_example.items()}
+    else:
+        w = w.astype(jnp.float32)
+        out = {k: jnp.mean(v * w) for k, v in per_example.items()}
+    out["total"] = out["pose"] + lambda_m * out["mask"] + lambda_dm * out["depth_map"]
+    return out

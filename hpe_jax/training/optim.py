@@ -1,0 +1,52 @@
+"""The optax optimizer and the learning-rate schedule that joins pre-training and fine-tuning.
+
+Paper (METHOD.md section 6): Adam, betas (0.9, 0.99); pre-training lr 2.5e-4, x0.1 after epoch 40
+and after epoch 50; fine-tuning a constant 2.5e-5. Epochs are converted to steps by the caller
+(`steps_per_epoch`). Warm-up and global-norm clipping are options (off by default, as in the
+paper).
+"""
+
+from __future__ import annotations
+
+import math
+
+import optax
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+    """Optimizer steps in one pass over `num_examples` (the last partial batch counts)."""
+    if num_examples <= 0 or global_batch_size <= 0:
+        raise ValueError(
+            f"cannot size an epoch from {num_examples} examples and batch {global_batch_size}; "
+            "check the dataset split and the batch size in the config"
+        )
+    return math.ceil(num_examples / global_batch_size)
+
+
+def pretrain_schedule(
+    lr: float, boundaries: list[int], factor: float, warmup_steps: int = 0
+) -> optax.Schedule:
+    """Piecewise-constant lr: `lr`, multiplied by `factor` at each step boundary; linear warm-up."""
+    schedule = optax.piecewise_constant_schedule(lr, {int(b): factor for b in boundaries})
+    if warmup_steps > 0:
+        warm = optax.linear_schedule(0.0, lr, warmup_steps)
+        schedule = optax.join_schedules([warm, schedule], [warmup_steps])
+    return schedule
+
+
+def joined_schedule(
+    pretrain: optax.Schedule, switch_step: int | None, finetune_lr: float
+) -> optax.Schedule:
+    """Pre-training schedule until `switch_step`, then the constant fine-tuning lr."""
+    if switch_step is None:
+        return pretrain
+    return optax.join_schedules([pretrain, optax.constant_schedule(finetune_lr)], [switch_step])
+
+
+def make_optimizer(
+    schedule: optax.Schedule, b1: float = 0.9, b2: float = 0.99, clip_norm: float = 0.0
+) -> optax.GradientTransformation:
+    """Adam with the given schedule; global-norm clipping first when clip_norm > 0."""
+    parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
+    parts.append(optax.adam(schedule, b1=b1, b2=b2))
+    return optax.chain(*parts)
