@@ -26,7 +26,8 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
 def pretrain_schedule(
     lr: float, boundaries: list[int], factor: float, warmup_steps: int = 0
 ) -> optax.Schedule:
-    """Piecewise-constant lr: `lr`, multiplied by `factor` at each step boundary; linear warm-up."""
+    """Piecewise-constant lr: `lr`, times `factor` at each step boundary; optional linear warm-up
+    (the boundaries then count from the end of the warm-up)."""
     schedule = optax.piecewise_constant_schedule(lr, {int(b): factor for b in boundaries})
     if warmup_steps > 0:
         warm = optax.linear_schedule(0.0, lr, warmup_steps)

@@ -18,9 +18,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from hpe_jax.hand.camera import apply_affine
 from hpe_jax.objectives.contrastive import nt_xent
 from hpe_jax.objectives.pose import multimodal_loss
-from hpe_jax.training.state import TrainState
+from hpe_jax.objectives.pseudo_labels import make_pseudo_labels
+from hpe_jax.training.state import TrainState, ema_update
 
 Batch = dict[str, jnp.ndarray]
 Metrics = dict[str, jnp.ndarray]
@@ -133,3 +135,110 @@ def make_pmapped(step: Callable, **kwargs) -> Callable:
     """pmap(partial(step, **kwargs)) over the 'batch' axis, donating the old state."""
     return jax.pmap(functools.partial(step, axis_name="batch", **kwargs), axis_name="batch",
                     donate_argnums=(0,))
+
+
+def _upsample_depth(depth_map: jnp.ndarray, size: int) -> jnp.ndarray:
+    """(N, s, s, 1) predicted depth map -> (N, size, size, 1) depth-encoder input (clipped)."""
+    n = depth_map.shape[0]
+    up = jax.image.resize(depth_map, (n, size, size, 1), method="bilinear")
+    return jnp.clip(up, -1.0, 1.0)
+
+
+def two_pass(
+    model: nn.Module, variables: dict, image: jnp.ndarray, *, train: bool
+) -> tuple[dict, dict, Any]:
+    """Pass 1 (RGB alone -> y_R with depth map d_R), pass 2 (RGB with d_R -> y_F).
+
+    The depth map fed to pass 2 is a stop-gradient input: pass 2 refines, it does not train
+    pass 1's depth head through the depth encoder. Returns (y_R, y_F, batch_stats).
+    """
+    kwargs = {"mutable": ["batch_stats"]} if train else {}
+    out = model.apply(variables, rgb=image, depth=None, train=train, **kwargs)
+    out, stats = out if train else (out, {"batch_stats": variables["batch_stats"]})
+    y_r = out["rgb"]
+    depth_in = jax.lax.stop_gradient(_upsample_depth(y_r["depth_map"], image.shape[1]))
+    variables = {"params": variables["params"], "batch_stats": stats["batch_stats"]}
+    out = model.apply(variables, rgb=image, depth=depth_in, train=train, **kwargs)
+    out, stats = out if train else (out, stats)
+    return y_r, out["fused"], stats["batch_stats"]
+
+
+def finetune_step(
+    state: TrainState,
+    batch: dict[str, Batch],
+    rng: jax.Array,
+    *,
+    model: nn.Module,
+    loss: ml_collections.ConfigDict,
+    template: jnp.ndarray,
+    teacher: str = "ema",
+    ema_decay: float = 0.999,
+    axis_name: str | None = "batch",
+) -> tuple[TrainState, Metrics]:
+    """One fine-tuning step: L_finetune = L_s + lambda_dist L_d + lambda_l L_l (Eq. 8-11).
+
+    Args:
+      batch: {'source': labelled multimodal batch, 'target': unlabelled batch with 'image_weak',
+        'image_strong', 'weak_to_strong' (3, 3) output-pixel affine, 'K_weak'}.
+      template: (21, 3) hand with a unit reference bone (the correction's bone lengths).
+      teacher: 'ema' (pseudo-labels from the EMA teacher, updated after the optimizer step) or
+        'online' (the paper: the current student, no averaging).
+    """
+    del rng
+    src, tgt = batch["source"], batch["target"]
+    # Pseudo-labels from the teacher on the weak view (inference mode, no gradient).
+    t_vars = state.teacher_variables if teacher == "ema" else state.variables
+    t_vars = jax.lax.stop_gradient(t_vars)
+    t_r, t_f, _ = two_pass(model, t_vars, tgt["image_weak"], train=False)
+    labels = make_pseudo_labels((t_r["uv"], t_r["z"]), (t_f["uv"], t_f["z"]), tgt["K_weak"],
+                                template, lambda_z=loss.lambda_z, epsilon=loss.epsilon)
+    labels = jax.lax.stop_gradient(labels)
+    # Carry r into the student's strong view by the known affine (z is scale-free: unchanged).
+    r_uv = apply_affine(tgt["weak_to_strong"], labels["uv"])
+    pseudo = {"uv": r_uv, "z": labels["z"], "weights": labels["keep"]}
+    src_depth = src.get("depth") if _needs_depth(loss) else None
+
+    def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        out, upd = model.apply(variables, rgb=src["image"], depth=src_depth, train=True,
+                               mutable=["batch_stats"])
+        metrics: Metrics = {}
+        targets = _targets(src, with_maps=True)
+        l_s = 0.0
+        for name, enabled in (("rgb", True), ("depth", loss.use_depth),
+                              ("fused", loss.use_fused)):
+            if enabled:
+                m = _m_loss(out[name], targets, loss)
+                l_s = l_s + m["total"]
+                metrics[f"M_{name}/total"] = m["total"]
+        metrics["L_s"] = l_s
+        variables = {"params": params, "batch_stats": upd["batch_stats"]}
+        y_r, y_f, stats = two_pass(model, variables, tgt["image_strong"], train=True)
+        total = l_s
+        if loss.use_pseudo:
+            l_l = (_m_loss(y_r, pseudo, loss)["pose"] + _m_loss(y_f, pseudo, loss)["pose"])
+            metrics["L_l"] = l_l
+            total = total + loss.lambda_l * l_l
+        if loss.use_distill:
+            fixed = jax.lax.stop_gradient(y_f) if loss.distill_stop_gradient else y_f
+            target = {"uv": fixed["uv"], "z": fixed["z"], "mask": fixed["mask"],
+                      "depth_target": fixed["depth_map"]}
+            l_d = _m_loss(y_r, target, loss)["total"]
+            metrics["L_d"] = l_d
+            total = total + loss.lambda_dist * l_d
+        metrics["loss"] = total
+        agreement = jnp.mean(jnp.linalg.norm(y_r["uv"] - r_uv, axis=-1))
+        metrics["pseudo/student_teacher_px"] = agreement
+        return total, (metrics, stats)
+
+    grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    metrics["pseudo/kept"] = jnp.mean(labels["keep"])
+    metrics["pseudo/confidence"] = jnp.mean(labels["confidence"])
+    new_state, metrics = _finish_step(state, grads, batch_stats, metrics, axis_name)
+    if teacher == "ema" and new_state.teacher_params is not None:
+        new_state = new_state.replace(
+            teacher_params=ema_update(new_state.teacher_params, new_state.params, ema_decay),
+            teacher_batch_stats=ema_update(new_state.teacher_batch_stats, new_state.batch_stats,
+                                           ema_decay),
+        )
+    return new_state, metrics

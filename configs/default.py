@@ -1,0 +1,86 @@
+"""The paper's settings (METHOD.md section 6): ResNet-101, 256 px in / 64 px out, batch 140.
+
+    python -m tools.train --config=configs/default.py --workdir=runs/default \
+        --config.data.source=rhd --config.data.target=stb
+
+Pre-trains for 60 epochs (lr 2.5e-4, x0.1 after epochs 40 and 50), then fine-tunes 6 epochs at
+2.5e-5 with pseudo-labels and self-distillation. On synthetic_hands it runs as is; the
+configs/rhd_to_*.py variants set the real datasets.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "synthetic_hands/source"   # labelled RGB + depth + mask (TFDS name)
+    c.data.target = "synthetic_hands/target"   # unlabelled RGB (labels dropped on load)
+    c.data.source_split = "train"
+    c.data.target_split = "train"
+    c.data.eval_split = "test"                 # of the target dataset
+    c.data.data_dir = ""                       # TFDS data_dir; "" = TFDS default
+    c.data.input_size = 256
+    c.data.output_size = 64                    # input / 4 (the decoder's resolution)
+    c.data.depth_cube_mm = 300.0               # depth normalisation cube (pipeline.normalize_depth)
+    c.data.target_subset = 0                   # >0: use only this many target training images
+                                               # (FreiHAND/MVHand matched to STB's size)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.resnet_depth = 101
+    c.model.width = 1.0
+    c.model.deconv_features = 256
+    c.model.proj_hidden = 512
+    c.model.proj_dim = 128
+    c.model.attention_eps = 1e-6
+    c.model.dtype = "float32"                  # or "bfloat16" (params stay float32)
+    c.model.bn_cross_device = True             # BatchNorm statistics over all devices
+    c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision)
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.lambda_z = 50.0                     # SemiHand Eq. 2
+    c.loss.lambda_m = 100.0                    # mask L1 weight
+    c.loss.lambda_dm = 50.0                    # depth-map L1: the paper's "lambda_d = 50"
+    c.loss.lambda_c = 0.1                      # contrastive weight
+    c.loss.temperature = 0.5
+    c.loss.contrast_variant = "paper"          # "paper" (Eq. 3) or "simclr"
+    c.loss.use_depth = True                    # + M(y_D)      (Table 4 ablation switches)
+    c.loss.use_fused = True                    # + M(y_F)
+    c.loss.use_contrast = True                 # + L_c
+    c.loss.lambda_l = 1.0                      # pseudo-label weight (Eq. 11)
+    c.loss.lambda_dist = 0.2                   # distillation: the paper's "lambda_f = 0.2"
+    c.loss.use_pseudo = True                   # + L_l
+    c.loss.use_distill = True                  # + L_d
+    c.loss.epsilon = 1.5                       # keep pseudo-labels with C(r) <= epsilon. Units of
+                                               # l (output px^2 + 50 * bone-units^2, joint mean):
+                                               # calibrate per output size (METHOD.md section 2).
+    c.loss.distill_stop_gradient = True        # L_d = M(y_R, sg(y_F))
+
+    c.pretrain = ml_collections.ConfigDict()
+    c.pretrain.batch_size = 140                # global
+    c.pretrain.epochs = 60
+    c.pretrain.lr = 2.5e-4
+    c.pretrain.decay_epochs = (40, 50)
+    c.pretrain.decay_factor = 0.1
+    c.pretrain.warmup_steps = 0
+
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.epochs = 6                      # 0 disables fine-tuning; epochs of the target split
+    c.finetune.batch_size = 20                 # labelled synthetic batch per step (global)
+    c.finetune.unlabelled_batch_size = 20      # unlabelled real batch per step (global)
+    c.finetune.lr = 2.5e-5
+    c.finetune.teacher = "ema"                 # "ema" (this project) or "online" (the paper)
+    c.finetune.ema_decay = 0.999
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.99
+    c.optim.clip_norm = 0.0                    # 0 = no clipping
+
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.log_every_steps = 50
+    c.eval_batch_size = 64
+    return c

@@ -1,0 +1,71 @@
+"""Pseudo-labels from two passes of a teacher (METHOD.md section 5, Eq. 8-9).
+
+The pose correction rho works on 3D poses, the network predicts 2.5D (uv in output pixels, z in
+reference-bone units). A 2.5D pose is lifted to a scale-normalised 3D pose (units of the reference
+bone) with the closed-form root depth of Iqbal et al. and the crop's intrinsics, corrected against
+a template whose reference bone has unit length, and projected back to 2.5D.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from hpe_jax.hand import camera, kinematics
+from hpe_jax.hand.correction import correct_pose, pseudo_label, pseudo_label_confidence
+from hpe_jax.hand.skeleton import REFERENCE_BONE, ROOT
+
+Array = jnp.ndarray
+
+
+def normalized_template() -> np.ndarray:
+    """The template hand (21, 3) with a unit reference bone: the target bone lengths of rho.
+
+    It is the synthetic sampler's mean hand (kinematics.template_pose); on other source data a
+    template measured from the training set can be passed instead.
+    """
+    t = kinematics.template_pose()
+    return (t / np.linalg.norm(t[REFERENCE_BONE[1]] - t[REFERENCE_BONE[0]])).astype(np.float32)
+
+
+def lift_25d(uv: Array, z: Array, K: Array) -> Array:
+    """(N, J, 2) px and (N, J) bone units -> (N, J, 3) 3D in reference-bone units (camera frame)."""
+    z_root = camera.recover_root_depth(uv, z, K)
+    return camera.backproject(uv, z_root[..., None] + z, K)
+
+
+def drop_to_25d(xyz: Array, K: Array) -> tuple[Array, Array]:
+    """Inverse of `lift_25d` for a normalised 3D pose: (uv px, z root-relative bone units)."""
+    return camera.project(xyz, K), xyz[..., 2] - xyz[..., ROOT, None, 2]
+
+
+def corrected_25d(uv: Array, z: Array, K: Array, template: Array) -> tuple[Array, Array]:
+    """rho applied to a 2.5D pose: lift, correct against `template`, project back."""
+    return drop_to_25d(correct_pose(lift_25d(uv, z, K), template), K)
+
+
+def make_pseudo_labels(
+    pose_r: tuple[Array, Array],
+    pose_f: tuple[Array, Array],
+    K: Array,
+    template: Array,
+    *,
+    lambda_z: float,
+    epsilon: float,
+) -> dict[str, Array]:
+    """r = (p_R + rho(p_R) + p_F + rho(p_F)) / 4, its confidence C(r), and the keep mask.
+
+    Args:
+      pose_r, pose_f: (uv (N, J, 2), z (N, J)) of the first (RGB) and second (fused) pass.
+      K: (N, 3, 3) output-resolution intrinsics of the image the poses were predicted on.
+    Returns:
+      'uv', 'z' (the pseudo-label r), 'confidence' (N,) and 'keep' (N,) float (C <= epsilon).
+    """
+    corr_r = corrected_25d(*pose_r, K, template)
+    corr_f = corrected_25d(*pose_f, K, template)
+    uvs = jnp.stack([pose_r[0], corr_r[0], pose_f[0], corr_f[0]])
+    zs = jnp.stack([pose_r[1], corr_r[1], pose_f[1], corr_f[1]])
+    r_uv, r_z = pseudo_label(uvs, zs)
+    conf = pseudo_label_confidence(uvs, zs, lambda_z)
+    keep = (conf <= epsilon).astype(jnp.float32)
+    return {"uv": r_uv, "z": r_z, "confidence": conf, "keep": keep}

@@ -1,0 +1,56 @@
+"""Orbax checkpoints of the train state: periodic, keep-the-last-N, atomic, resumable.
+
+The state is saved as its flax state dict (plain nested dicts of arrays). Orbax writes each step
+into a temporary directory and renames it when complete, so an interrupted save never leaves a
+checkpoint that `latest_step` would pick up.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from flax import serialization
+
+from hpe_jax.training.state import TrainState
+
+
+def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+    """A CheckpointManager on `workdir/checkpoints` keeping the last `keep` steps."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                 options=options)
+
+
+def _to_saveable(state: TrainState) -> dict:
+    tree = serialization.to_state_dict(jax.device_get(state))
+    # Orbax does not store None leaves; a missing teacher is simply absent.
+    return {k: v for k, v in tree.items() if v is not None}
+
+
+def save(manager: ocp.CheckpointManager, state: TrainState, *, wait: bool = False) -> None:
+    """Saves an unreplicated state at its step (no-op if that step is already saved)."""
+    step = int(jax.device_get(state.step))
+    if step in manager.all_steps():
+        return
+    manager.save(step, args=ocp.args.StandardSave(_to_saveable(state)))
+    if wait:
+        manager.wait_until_finished()
+
+
+def restore(manager: ocp.CheckpointManager, template: TrainState, step: int | None = None
+            ) -> TrainState:
+    """Restores `step` (default: the latest) into the structure of `template`.
+
+    The template must have a teacher exactly when the checkpoint has one (fine-tuning phase).
+    """
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {manager.directory}")
+    target = _to_saveable(template)
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    full = serialization.to_state_dict(template)
+    full.update(restored)
+    return serialization.from_state_dict(template, full)

@@ -1,0 +1,239 @@
+"""The training loop: one run that pre-trains, then fine-tunes, resumable and preemption-safe.
+
+Start-up order:
+  1. resume from the latest checkpoint in `workdir/checkpoints` (same step, same data position);
+  2. else initialise the encoders from converted torchvision weights (`config.model.init_from`);
+  3. else from scratch.
+Steps [0, pretrain_steps) pre-train on the labelled source; steps [pretrain_steps, total) fine-tune
+with a labelled source batch and an unlabelled target batch per step. At the switch the EMA teacher
+is created from the student and a checkpoint is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+from flax import jax_utils
+
+from hpe_jax.data import pipeline
+from hpe_jax.models.dual_modality import DualModalityNet
+from hpe_jax.objectives.pseudo_labels import normalized_template
+from hpe_jax.training import checkpoint, optim, steps
+from hpe_jax.training.state import TrainState
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because a loss term became NaN or Inf."""
+
+
+def build_model(model_cfg: ml_collections.ConfigDict, axis_name: str | None) -> DualModalityNet:
+    """The network from `config.model` (only the fields the constructor takes)."""
+    return DualModalityNet(
+        resnet_depth=model_cfg.resnet_depth,
+        width=model_cfg.width,
+        deconv_features=model_cfg.deconv_features,
+        proj_hidden=model_cfg.proj_hidden,
+        proj_dim=model_cfg.proj_dim,
+        attention_eps=model_cfg.attention_eps,
+        bn_axis_name=axis_name if model_cfg.bn_cross_device else None,
+        dtype=jnp.dtype(model_cfg.dtype),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Step counts of the run, derived from the config and the split sizes."""
+
+    pretrain_steps: int
+    finetune_steps: int
+    pretrain_steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.pretrain_steps + self.finetune_steps
+
+
+def make_plan(config: ml_collections.ConfigDict) -> Plan:
+    data = config.data
+    data_dir = data.data_dir or None
+    n_src = pipeline.num_examples(data.source, data.source_split, data_dir)
+    per_epoch = optim.steps_per_epoch(n_src, config.pretrain.batch_size)
+    ft_steps = 0
+    if config.finetune.epochs > 0:
+        n_tgt = pipeline.num_examples(data.target, data.target_split, data_dir)
+        if data.target_subset > 0:
+            n_tgt = min(n_tgt, data.target_subset)
+        ft_steps = config.finetune.epochs * optim.steps_per_epoch(
+            n_tgt, config.finetune.unlabelled_batch_size)
+    return Plan(config.pretrain.epochs * per_epoch, ft_steps, per_epoch)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
+    pre = optim.pretrain_schedule(
+        config.pretrain.lr,
+        [e * plan.pretrain_steps_per_epoch for e in config.pretrain.decay_epochs],
+        config.pretrain.decay_factor,
+        config.pretrain.warmup_steps,
+    )
+    schedule = optim.joined_schedule(pre, plan.pretrain_steps if plan.finetune_steps else None,
+                                     config.finetune.lr)
+    tx = optim.make_optimizer(schedule, config.optim.b1, config.optim.b2, config.optim.clip_norm)
+    return tx, schedule
+
+
+def initial_state(config: ml_collections.ConfigDict, model: DualModalityNet, tx) -> TrainState:
+    size = config.data.input_size
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, state_rng = jax.random.split(rng)
+    rgb = jnp.zeros((1, size, size, 3), jnp.float32)
+    depth = jnp.zeros((1, size, size, 1), jnp.float32)
+    variables = jax.jit(functools.partial(model.init, train=False))({"params": init_rng}, rgb,
+                                                                    depth)
+    if config.model.init_from:
+        from hpe_jax.models.convert import load_pretrained_encoders  # noqa: PLC0415
+
+        variables = load_pretrained_encoders(variables, config.model.init_from,
+                                             config.model.resnet_depth)
+    return TrainState.create(variables, tx, state_rng)
+
+
+def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
+    """The input iterators of a phase, positioned at `start_step` within that phase."""
+    data = config.data
+    common = dict(data_dir=data.data_dir or None, input_size=data.input_size,
+                  output_size=data.output_size, depth_cube_mm=data.depth_cube_mm,
+                  start_step=start_step)
+    with_depth = bool(config.loss.use_depth or config.loss.use_fused)
+    if phase == "pretrain":
+        return pipeline.labelled_dataset(
+            data.source, data.source_split, global_batch_size=config.pretrain.batch_size,
+            train=True, seed=config.seed, with_depth=with_depth, **common)
+    source = pipeline.labelled_dataset(
+        data.source, data.source_split, global_batch_size=config.finetune.batch_size,
+        train=True, seed=config.seed + 1, with_depth=with_depth, **common)
+    target = pipeline.unlabelled_dataset(
+        data.target, data.target_split, global_batch_size=config.finetune.unlabelled_batch_size,
+        seed=config.seed + 2, **common)
+    return ({"source": s, "target": t} for s, t in zip(source, target, strict=True))
+
+
+def _check_finite(metrics: dict, step: int) -> None:
+    bad = [k for k, v in metrics.items() if not np.all(np.isfinite(v))]
+    if bad:
+        loss_terms = [k for k in bad if not k.startswith("norm/")] or bad
+        raise NonFiniteLossError(
+            f"non-finite value at step {step} in {', '.join(sorted(loss_terms))}; training "
+            "stopped without saving this state (the last checkpoint is the last good one). "
+            "Lower the learning rate or enable config.optim.clip_norm."
+        )
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step (save, then exit cleanly)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler, training still works
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Runs (or resumes) the whole training of `config` in `workdir`; returns the final state."""
+    model = build_model(config.model, "batch")
+    plan = make_plan(config)
+    tx, schedule = make_optimizer(config, plan)
+    manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
+    state = initial_state(config, model, tx)
+    latest = manager.latest_step()
+    if latest is not None:
+        # Checkpoints after the switch carry the teacher; the one at the switch does not.
+        template = state.with_teacher() if latest > plan.pretrain_steps else state
+        state = checkpoint.restore(manager, template, latest)
+        logging.info("Resumed from step %d in %s", latest, workdir)
+    start = int(state.step)
+    is_main = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+    if start == 0 and is_main:
+        parameter_overview.log_parameter_overview(state.params)
+        writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
+    logging.info("Plan: %d pre-training + %d fine-tuning steps", plan.pretrain_steps,
+                 plan.finetune_steps)
+    report = periodic_actions.ReportProgress(num_train_steps=plan.total_steps, writer=writer)
+
+    p_pretrain = steps.make_pmapped(steps.pretrain_step, model=model, loss=config.loss)
+    p_finetune = steps.make_pmapped(
+        steps.finetune_step, model=model, loss=config.loss,
+        template=jnp.asarray(normalized_template()), teacher=config.finetune.teacher,
+        ema_decay=config.finetune.ema_decay)
+    rstate = jax_utils.replicate(state)
+    base_rng = jax.random.PRNGKey(config.seed + 17)
+    n_local = jax.local_device_count()
+    phase, batches = None, None
+    step = start
+    last_metrics: list[dict] = []
+    with metric_writers.ensure_flushes(writer), _Preemption() as preemption:
+        while step < plan.total_steps:
+            want = "pretrain" if step < plan.pretrain_steps else "finetune"
+            if want != phase:
+                if want == "finetune" and state_has_no_teacher(rstate):
+                    if plan.pretrain_steps > 0:
+                        checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
+                    rstate = rstate.with_teacher()
+                    logging.info("Step %d: switching to fine-tuning", step)
+                phase_start = step if want == "pretrain" else step - plan.pretrain_steps
+                phase, batches = want, _iterators(config, want, phase_start)
+            batch = next(batches)
+            rngs = jax.random.split(jax.random.fold_in(base_rng, step), n_local)
+            fn = p_pretrain if phase == "pretrain" else p_finetune
+            t0 = time.time()
+            new_state, metrics = fn(rstate, batch, rngs)
+            last_metrics.append(metrics)
+            step += 1
+            report(step, t0)
+            save_now = step % config.checkpoint_every_steps == 0 or step == plan.total_steps
+            if step % config.log_every_steps == 0 or save_now or preemption.requested:
+                host = [jax.tree_util.tree_map(lambda x: np.asarray(x[0]), m)
+                        for m in jax.device_get(last_metrics)]
+                for i, m in enumerate(host):
+                    _check_finite(m, step - len(host) + i + 1)
+                last_metrics = []
+                summary = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+                summary["lr"] = float(schedule(step - 1))
+                summary["phase"] = 0.0 if phase == "pretrain" else 1.0
+                writer.write_scalars(step, summary)
+            rstate = new_state
+            if save_now or preemption.requested:
+                checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
+            if preemption.requested:
+                logging.warning("Stopped at step %d after SIGTERM; checkpoint saved.", step)
+                break
+    manager.wait_until_finished()
+    return jax_utils.unreplicate(rstate)
+
+
+def state_has_no_teacher(state: TrainState) -> bool:
+    return state.teacher_params is None

@@ -1,0 +1,72 @@
+import jax.numpy as jnp
+import numpy as np
+
+from hpe_jax.hand import camera, kinematics
+from hpe_jax.hand.skeleton import REFERENCE_BONE, ROOT
+from hpe_jax.objectives import pseudo_labels as pl
+from hpe_jax.training.state import ema_update
+
+
+def _hand_in_crop(seed=0):
+    """A hand in front of a 32-px output crop: xyz (1, 21, 3) mm and K (1, 3, 3)."""
+    rng = np.random.default_rng(seed)
+    lim = kinematics.JOINT_LIMITS
+    angles = np.stack([rng.uniform(lim[..., 0], lim[..., 1] * 0.5),
+                       rng.uniform(lim[..., 2] * 0.5, lim[..., 3] * 0.5)], -1)
+    xyz = np.asarray(kinematics.forward_kinematics(angles[None].astype(np.float32)))
+    xyz = xyz - xyz[:, ROOT:ROOT + 1] + np.array([0.0, 0.0, 600.0])
+    K = np.array([[[70.0, 0, 15.5], [0, 70.0, 15.5], [0, 0, 1]]])
+    return xyz.astype(np.float32), K.astype(np.float32)
+
+
+def test_exact_poses_give_the_pose_with_zero_confidence():
+    xyz, K = _hand_in_crop()
+    uv, z, _, scale = camera.encode_25d(xyz, K)
+    template = xyz[0] / float(scale[0])  # the hand's own bone lengths: rho is the identity
+    out = pl.make_pseudo_labels((uv, z), (uv, z), K, template, lambda_z=50.0, epsilon=1.5)
+    np.testing.assert_allclose(out["uv"], uv, atol=2e-3)
+    np.testing.assert_allclose(out["z"], z, atol=1e-4)
+    assert float(out["confidence"][0]) < 1e-4 and float(out["keep"][0]) == 1.0
+
+
+def test_disagreeing_passes_are_rejected_by_the_threshold():
+    xyz, K = _hand_in_crop(1)
+    uv, z, _, _ = camera.encode_25d(xyz, K)
+    template = pl.normalized_template()
+    shifted = (uv + 4.0, z)  # second pass 4 px away in u and v: C >= (2*2)^2 * 2 / 4 ... > 1.5
+    out = pl.make_pseudo_labels((uv, z), shifted, K, template, lambda_z=50.0, epsilon=1.5)
+    assert float(out["confidence"][0]) > 1.5 and float(out["keep"][0]) == 0.0
+    loose = pl.make_pseudo_labels((uv, z), shifted, K, template, lambda_z=50.0, epsilon=1e9)
+    assert float(loose["keep"][0]) == 1.0
+
+
+def test_normalized_template_has_unit_reference_bone():
+    t = pl.normalized_template()
+    np.testing.assert_allclose(np.linalg.norm(t[REFERENCE_BONE[1]] - t[REFERENCE_BONE[0]]), 1.0,
+                               rtol=1e-6)
+
+
+def test_pseudo_label_moved_by_affine_lands_where_the_warped_view_projects():
+    xyz, K = _hand_in_crop(2)
+    uv, z, _, scale = camera.encode_25d(xyz, K)
+    template = xyz[0] / float(scale[0])
+    out = pl.make_pseudo_labels((uv, z), (uv, z), K, template, lambda_z=50.0, epsilon=1.5)
+    # A strong view: rotated, zoomed and shifted crop of the weak one (output-pixel affine).
+    A = camera.crop_affine(jnp.array([[0.0, 0.0, 31.0, 31.0]]), 32, rotation=0.6, scale=1.3,
+                           shift=jnp.array([[2.0, -3.0]]))
+    moved = camera.apply_affine(A, out["uv"])
+    truth = camera.project(xyz, camera.affine_intrinsics(A, K))
+    np.testing.assert_allclose(moved, truth, atol=5e-3)
+    # z is root-relative in bone units: the 2D warp leaves it unchanged.
+    _, z_strong, _, _ = camera.encode_25d(xyz, camera.affine_intrinsics(A, K))
+    np.testing.assert_allclose(out["z"], z_strong, atol=1e-4)
+
+
+def test_ema_update():
+    teacher = {"w": jnp.array([1.0, 2.0]), "b": {"c": jnp.array(4.0)}}
+    student = {"w": jnp.array([3.0, 6.0]), "b": {"c": jnp.array(0.0)}}
+    out = ema_update(teacher, student, 0.75)
+    np.testing.assert_allclose(out["w"], [1.5, 3.0])
+    np.testing.assert_allclose(out["b"]["c"], 3.0)
+    same = ema_update(teacher, student, 1.0)
+    np.testing.assert_allclose(same["w"], teacher["w"])

@@ -1,0 +1,51 @@
+"""Trains (pre-training, then fine-tuning) a dual-modality hand-pose model.
+
+    python -m tools.train --config=configs/demo.py --workdir=runs/demo/train \
+        [--config.pretrain.epochs=2 ...]
+
+Re-running the same command resumes from the latest checkpoint in --workdir. For multi-host runs
+pass --coordinator_address, --num_processes and --process_id (or set the usual
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment) on every host.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    import jax  # noqa: PLC0415  (after flag parsing: distributed set-up must come first)
+
+    coordinator = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if coordinator:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=_NUM_PROCESSES.value or int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=(_PROCESS_ID.value if _PROCESS_ID.value is not None
+                        else int(os.environ["JAX_PROCESS_ID"])),
+        )
+    # tf.data must not grab the accelerator memory JAX needs.
+    import tensorflow as tf  # noqa: PLC0415
+
+    tf.config.set_visible_devices([], "GPU")
+    logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
+                 jax.process_count(), jax.local_devices())
+    from hpe_jax.training.loop import train_and_evaluate  # noqa: PLC0415
+
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
