@@ -6,7 +6,8 @@ One folder per builder (rhd, stb, freihand, h3d, hand_folder, dexycb, ho3d). Eac
 samples whose files follow shared/docs/DATASETS.md exactly (names, containers, units, joint orders,
 depth encodings), with tiny images (32x32; STB keeps its 640x480 because its intrinsics are fixed).
 The hands are the kinematic template hand placed in front of the camera, so 3D and 2D labels are
-consistent: uv = project(xyz, K). Deterministic (fixed seed): rerunning reproduces the same files.
+consistent: uv = project(xyz, K). Deterministic (fixed seed): rerunning reproduces the same data
+(only the timestamps in the .mat headers change).
 """
 
 from __future__ import annotations
