@@ -1,0 +1,141 @@
+"""The dual-modality hand-pose network (DM-HPE Sec. 3, Fig. 2; METHOD.md section 3).
+
+Two ResNet encoders, E_R (RGB) and E_D (depth map), a shared decoder D and one projection head per
+encoder. Three ways in, chosen by which inputs are given:
+
+- 'rgb'   (rgb only or both): E_R alone -> s_R -> D -> y_R; projection by the RGB head.
+- 'depth' (depth only or both): E_D with depth self-attention at the five sites -> s_D -> y_D;
+  projection by the depth head.
+- 'fused' (both): E_R with the depth attention weights applied at the five sites -> s_F -> y_F;
+  projection by the RGB head.
+
+Attention placement: the five sites of `resnet.py` (ends of conv1, conv2_x .. conv5_x). At site k
+the weights w_k = Eq. 1 of the depth features arriving at k (which were already self-attended at
+sites < k); w_k multiplies those depth features (self-attention) and, in the fused pass, the RGB
+features at site k. So one depth pass serves both y_D and y_F: with both inputs Eq. 1 is
+evaluated exactly five times and applied five times to each stream (`attention.attention_sites`).
+
+Inputs: rgb (N, S, S, 3), normalised as the pipeline chooses (ImageNet mean/std,
+`convert.IMAGENET_MEAN/STD`, when the encoders come from torchvision); depth (N, S, S, 1), any
+float map (the project's normalised depth: about [-1, 1], background 1). S must be divisible by 32;
+outputs are at s = S / 4.
+
+Parameter tree: `rgb_encoder`, `depth_encoder` (`resnet.ResNet`), `decoder` (`decoder.PoseDecoder`,
+holds the scalar `beta`), `rgb_projection`, `depth_projection` (`decoder.ProjectionHead`).
+BatchNorm statistics live under the same names in `batch_stats`. In a training call each module's
+running statistics are updated once per pass that uses it (the shared decoder up to three times).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hpe_jax.models import attention
+from hpe_jax.models.decoder import PoseDecoder, ProjectionHead
+from hpe_jax.models.resnet import ResNet, resnet_spec
+
+Array = jax.Array
+
+
+class DualModalityNet(nn.Module):
+    """E_R, E_D, the shared decoder and the two projection heads.
+
+    Attributes:
+      resnet_depth: 18, 34, 50 or 101 (both encoders).
+      width: multiplier on every encoder convolution's channels (e.g. 0.25 for CPU demos).
+      num_joints: J.
+      deconv_features: channels of the three decoder deconvolutions (not scaled by `width`).
+      proj_hidden, proj_dim: widths of the two projection layers.
+      attention_eps: Eq. 1 guard (`attention.depth_attention_weights`).
+      bn_axis_name: named device axis over which BatchNorm statistics are averaged in training
+        (e.g. 'batch' under pmap); None for per-device statistics.
+      bn_momentum: Flax momentum of BatchNorm running statistics.
+      dtype: compute dtype (float32 or bfloat16); parameters are float32, outputs float32.
+    """
+
+    resnet_depth: int = 18
+    width: float = 1.0
+    num_joints: int = 21
+    deconv_features: int = 256
+    proj_hidden: int = 512
+    proj_dim: int = 128
+    attention_eps: float = 1e-6
+    bn_axis_name: str | None = None
+    bn_momentum: float = 0.9
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        resnet_spec(self.resnet_depth)  # fails early and clearly on an unsupported depth
+        if self.width <= 0:
+            raise ValueError(f"width must be > 0, got {self.width}.")
+        common = dict(depth=self.resnet_depth, width=self.width, bn_axis_name=self.bn_axis_name,
+                      bn_momentum=self.bn_momentum, dtype=self.dtype)
+        self.rgb_encoder = ResNet(**common)
+        self.depth_encoder = ResNet(**common)
+        self.decoder = PoseDecoder(num_joints=self.num_joints, features=self.deconv_features,
+                                   bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
+                                   dtype=self.dtype)
+        self.rgb_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
+        self.depth_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
+
+    def __call__(self, rgb: Array | None = None, depth: Array | None = None, *,
+                 train: bool) -> dict[str, dict[str, Array]]:
+        """Runs every way in that the inputs allow.
+
+        Args:
+          rgb: (N, S, S, 3) or None. depth: (N, S, S, 1) or None. At least one is needed.
+          train: BatchNorm in training mode (pass mutable=['batch_stats'] to apply).
+        Returns:
+          {'rgb': y_R, 'depth': y_D, 'fused': y_F} restricted to the available ways; each value
+          is the decoder dict ('uv' (N, J, 2), 'z' (N, J), 'heatmaps' (N, s, s, J), 'mask',
+          'depth_map' (N, s, s, 1)) plus 'projection' (N, proj_dim), all float32.
+        """
+        _check_inputs(rgb, depth)
+        outs: dict[str, dict[str, Array]] = {}
+        if rgb is not None:
+            s_r = self.rgb_encoder(rgb, train=train)[-1]
+            outs["rgb"] = self._head(s_r, self.rgb_projection, train)
+        if depth is not None:
+            weights: list[Array] = []
+
+            def self_attention_hook(site: int, f: Array) -> Array:
+                w = attention.depth_attention_weights(f, self.attention_eps)
+                weights.append(w)
+                return attention.self_attend(w, f)
+
+            s_d = self.depth_encoder(depth, train=train, site_hook=self_attention_hook)[-1]
+            outs["depth"] = self._head(s_d, self.depth_projection, train)
+            if rgb is not None:
+                s_f = self.rgb_encoder(
+                    rgb, train=train, site_hook=lambda site, f: attention.fuse(weights[site], f)
+                )[-1]
+                outs["fused"] = self._head(s_f, self.rgb_projection, train)
+        return outs
+
+    def predict_rgb(self, rgb: Array, *, train: bool = False) -> dict[str, Array]:
+        """The RGB-only prediction y_R (evaluation and export): the 'rgb' dict of `__call__`."""
+        return self(rgb=rgb, train=train)["rgb"]
+
+    def _head(self, s: Array, projection: nn.Module, train: bool) -> dict[str, Array]:
+        y = self.decoder(s, train=train)
+        y["projection"] = projection(s)
+        return y
+
+
+def _check_inputs(rgb: Array | None, depth: Array | None) -> None:
+    if rgb is None and depth is None:
+        raise ValueError("DualModalityNet needs rgb (N, S, S, 3), depth (N, S, S, 1) or both.")
+    for name, x, c in (("rgb", rgb, 3), ("depth", depth, 1)):
+        if x is None:
+            continue
+        if x.ndim != 4 or x.shape[-1] != c or x.shape[1] != x.shape[2] or x.shape[1] % 32:
+            raise ValueError(
+                f"{name} must be (N, S, S, {c}) with S divisible by 32, got shape {x.shape}; "
+                f"crop/resize to e.g. 256 x 256 (add a trailing channel axis to a depth map).")
+    if rgb is not None and depth is not None and rgb.shape[:3] != depth.shape[:3]:
+        raise ValueError(
+            f"rgb {rgb.shape} and depth {depth.shape} must share batch size and image size.")
