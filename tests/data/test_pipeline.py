@@ -1,0 +1,122 @@
+"""Input pipelines: shapes and dtypes, labels that move with the pixels, determinism and
+resumption, and unlabelled batches without labels."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hpe_jax.data import augment, pipeline, preprocess
+from hpe_jax.data.features import LABEL_KEYS
+
+S, s = 64, 16
+COMMON = dict(global_batch_size=8, input_size=S, output_size=s, seed=3, process_index=0,
+              process_count=1, local_device_count=2)
+
+
+def _labelled(data_dir, **kw):
+    return pipeline.labelled_dataset("synthetic_hands/source_tiny", "train", data_dir=data_dir,
+                                     **{**COMMON, "train": True, **kw})
+
+
+def test_labelled_batch_shapes_and_dtypes(tiny_data_dir):
+    b = next(_labelled(tiny_data_dir))
+    want = {
+        "image": (S, S, 3), "image_pos": (S, S, 3), "depth": (S, S, 1), "depth_pos": (S, S, 1),
+        "uv": (21, 2), "z": (21,), "visibility": (21,), "mask": (s, s, 1),
+        "depth_target": (s, s, 1), "keypoints_3d": (21, 3), "K": (3, 3), "z_root": (),
+        "scale": (),
+    }
+    assert set(b) == set(want)
+    for k, shape in want.items():
+        assert b[k].shape == (2, 4, *shape), k
+        assert b[k].dtype == np.float32, k
+    assert set(np.unique(b["visibility"])) <= {0.0, 1.0}
+    assert b["depth"].min() >= -1 and b["depth"].max() == 1.0  # background is far (+1)
+    assert not np.allclose(b["image"], b["image_pos"])  # T changed the texture
+
+
+def test_augmented_labels_move_with_the_pixels(tiny_data_dir):
+    b = next(_labelled(tiny_data_dir))
+    uv, xyz, K = b["uv"].reshape(-1, 21, 2), b["keypoints_3d"].reshape(-1, 21, 3), b["K"]
+    p = np.einsum("nij,nkj->nki", K.reshape(-1, 3, 3), xyz)
+    np.testing.assert_allclose(p[..., :2] / p[..., 2:], uv, atol=1e-2)
+    # Visible joints land on the warped hand mask (G moved mask and labels alike), and the
+    # depth target there is the joint's root-relative depth within a finger's thickness.
+    mask = b["mask"].reshape(-1, s, s)
+    target = b["depth_target"].reshape(-1, s, s)
+    vis = b["visibility"].reshape(-1, 21) > 0
+    n, j = np.nonzero(vis)
+    pix = np.clip(np.rint(uv[n, j]).astype(int), 0, s - 1)
+    on_mask = mask[n, pix[:, 1], pix[:, 0]]
+    assert on_mask.mean() > 0.9  # at 1/4 resolution a thin finger can fall between pixels
+    z_mm = b["z"].reshape(-1, 21)[n, j] * b["scale"].reshape(-1)[n]
+    d_mm = target[n, pix[:, 1], pix[:, 0]] * 150.0
+    close = np.abs(d_mm - z_mm)[on_mask > 0] < 35.0
+    assert close.mean() > 0.9
+
+
+def test_weak_to_strong_maps_weak_view_pixels_onto_strong_view_pixels():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[30:33, 40:43] = 255  # a dot at (u, v) = (41, 31)
+    ex = {"image": tf.constant(img), "bbox": tf.constant([20.0, 15.0, 50.0, 45.0]),
+          "K": tf.eye(3)}
+    cfg = augment.AugmentConfig(brightness=0, contrast=0, saturation=0, hue=0,
+                                blur_probability=0, noise_std=0)
+    out = pipeline._unlabelled_example(ex, tf.constant([1, 2], tf.int64), input_size=S,
+                                       output_size=s, cfg=cfg, crop_margin=0.2)
+
+    def dot(view):  # dot centre in OUTPUT pixels of a view
+        x = preprocess.denormalize_image(out[view].numpy()).mean(-1)
+        v, u = np.nonzero(x > 0.5)
+        return (np.array([u.mean(), v.mean()]) + 0.5) * (s / S) - 0.5
+
+    w2s = out["weak_to_strong"].numpy()
+    mapped = w2s[:2, :2] @ dot("image_weak") + w2s[:2, 2]
+    np.testing.assert_allclose(mapped, dot("image_strong"), atol=0.3)
+
+
+def test_unlabelled_batches_hold_no_label_keys(tiny_data_dir):
+    it = pipeline.unlabelled_dataset("synthetic_hands/target_tiny", "train",
+                                     data_dir=tiny_data_dir, **{**COMMON, "train": True})
+    b = next(it)
+    assert set(b) == {"image_weak", "image_strong", "weak_to_strong", "K_weak"}
+    assert not set(b) & set(LABEL_KEYS)
+    assert b["image_weak"].shape == (2, 4, S, S, 3)
+
+
+def test_deterministic_and_resumable_across_epochs(tiny_data_dir):
+    # 64 examples / batch 8 = 8 steps per epoch: steps 6..9 cross an epoch boundary.
+    run = _labelled(tiny_data_dir)
+    batches = [next(run) for _ in range(10)]
+    resumed = _labelled(tiny_data_dir, start_step=6)
+    for step in range(6, 10):
+        b = next(resumed)
+        for k in b:
+            np.testing.assert_array_equal(b[k], batches[step][k], err_msg=f"{k} @ {step}")
+    other = next(_labelled(tiny_data_dir, seed=4))
+    assert not np.array_equal(other["image"], batches[0]["image"])
+
+
+def test_processes_read_disjoint_halves(tiny_data_dir):
+    kw = {**COMMON, "train": False, "local_device_count": 1}
+    z = [next(_labelled(tiny_data_dir, **{**kw, "process_index": p, "process_count": 2}))
+         ["z_root"].ravel() for p in (0, 1)]
+    assert z[0].shape == (4,) and not set(z[0].tolist()) & set(z[1].tolist())
+
+
+def test_eval_dataset_is_unbatched_in_split_order(tiny_data_dir):
+    ds = pipeline.eval_dataset("synthetic_hands/source_tiny", "test", data_dir=tiny_data_dir,
+                               input_size=S, output_size=s, batch_size=4)
+    exs = list(ds.take(3).as_numpy_iterator())
+    assert [int(e["index"]) for e in exs] == [0, 1, 2]
+    assert exs[0]["image"].shape == (S, S, 3) and "image_pos" not in exs[0]
+    assert "depth" not in exs[0]
+    assert pipeline.num_examples("synthetic_hands/source_tiny", "test", tiny_data_dir) == 32
+
+
+def test_bad_arguments_fail_clearly(tiny_data_dir):
+    with pytest.raises(ValueError, match="divisible"):
+        _labelled(tiny_data_dir, global_batch_size=7)
+    with pytest.raises(ValueError, match="no depth"):
+        pipeline.labelled_dataset("synthetic_hands/target_tiny", "train", data_dir=tiny_data_dir,
+                                  **{**COMMON, "train": True})
