@@ -24,6 +24,10 @@ Parameter tree: `rgb_encoder`, `depth_encoder` (`resnet.ResNet`), `decoder` (`de
 holds the scalar `beta`), `rgb_projection`, `depth_projection` (`decoder.ProjectionHead`).
 BatchNorm statistics live under the same names in `batch_stats`. In a training call each module's
 running statistics are updated once per pass that uses it (the shared decoder up to three times).
+
+Initialise with both inputs so that every path gets its variables:
+`jax.jit(functools.partial(model.init, train=False))({'params': key}, rgb, depth)`; jitting `init`
+matters on CPU, where the eager version compiles one random kernel per parameter shape.
 """
 
 from __future__ import annotations

@@ -37,11 +37,11 @@ def abstract_init(model, *args, **kwargs):
                           *args)
 
 
-@pytest.fixture(name="fill_variables")
+@pytest.fixture(name="fill_variables", scope="session")
 def _fill_variables_fixture():
     return fill_variables
 
 
-@pytest.fixture(name="abstract_init")
+@pytest.fixture(name="abstract_init", scope="session")
 def _abstract_init_fixture():
     return abstract_init
