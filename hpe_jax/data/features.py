@@ -26,6 +26,7 @@ id              Text                        stable example id within the dataset
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from hpe_jax.hand.skeleton import NUM_JOINTS
@@ -40,16 +41,16 @@ def hand_features(with_depth: bool, with_mask: bool) -> tfds.features.FeaturesDi
     """Builds the shared FeaturesDict; depth and mask only where the dataset has them."""
     spec = {
         "image": tfds.features.Image(shape=(None, None, 3)),
-        "keypoints_2d": tfds.features.Tensor(shape=(NUM_JOINTS, 2), dtype="float32"),
-        "keypoints_3d": tfds.features.Tensor(shape=(NUM_JOINTS, 3), dtype="float32"),
-        "visibility": tfds.features.Tensor(shape=(NUM_JOINTS,), dtype="bool"),
-        "K": tfds.features.Tensor(shape=(3, 3), dtype="float32"),
-        "bbox": tfds.features.Tensor(shape=(4,), dtype="float32"),
+        "keypoints_2d": tfds.features.Tensor(shape=(NUM_JOINTS, 2), dtype=np.float32),
+        "keypoints_3d": tfds.features.Tensor(shape=(NUM_JOINTS, 3), dtype=np.float32),
+        "visibility": tfds.features.Tensor(shape=(NUM_JOINTS,), dtype=np.bool_),
+        "K": tfds.features.Tensor(shape=(3, 3), dtype=np.float32),
+        "bbox": tfds.features.Tensor(shape=(4,), dtype=np.float32),
         "hand_side": tfds.features.ClassLabel(names=list(HAND_SIDES)),
         "id": tfds.features.Text(),
     }
     if with_depth:
-        spec["depth"] = tfds.features.Tensor(shape=(None, None), dtype="float32", encoding="zlib")
+        spec["depth"] = tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding="zlib")
     if with_mask:
         spec["mask"] = tfds.features.Image(shape=(None, None, 1))
     return tfds.features.FeaturesDict(spec)

@@ -12,7 +12,6 @@ is created from the student and a checkpoint is written.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import signal
 import time
 
@@ -25,28 +24,14 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from flax import jax_utils
 
 from hpe_jax.data import pipeline
-from hpe_jax.models.dual_modality import DualModalityNet
 from hpe_jax.objectives.pseudo_labels import normalized_template
 from hpe_jax.training import checkpoint, optim, steps
+from hpe_jax.training.factory import build_model, initial_state
 from hpe_jax.training.state import TrainState
 
 
 class NonFiniteLossError(RuntimeError):
     """Training stopped because a loss term became NaN or Inf."""
-
-
-def build_model(model_cfg: ml_collections.ConfigDict, axis_name: str | None) -> DualModalityNet:
-    """The network from `config.model` (only the fields the constructor takes)."""
-    return DualModalityNet(
-        resnet_depth=model_cfg.resnet_depth,
-        width=model_cfg.width,
-        deconv_features=model_cfg.deconv_features,
-        proj_hidden=model_cfg.proj_hidden,
-        proj_dim=model_cfg.proj_dim,
-        attention_eps=model_cfg.attention_eps,
-        bn_axis_name=axis_name if model_cfg.bn_cross_device else None,
-        dtype=jnp.dtype(model_cfg.dtype),
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,22 +73,6 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
                                      config.finetune.lr)
     tx = optim.make_optimizer(schedule, config.optim.b1, config.optim.b2, config.optim.clip_norm)
     return tx, schedule
-
-
-def initial_state(config: ml_collections.ConfigDict, model: DualModalityNet, tx) -> TrainState:
-    size = config.data.input_size
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, state_rng = jax.random.split(rng)
-    rgb = jnp.zeros((1, size, size, 3), jnp.float32)
-    depth = jnp.zeros((1, size, size, 1), jnp.float32)
-    variables = jax.jit(functools.partial(model.init, train=False))({"params": init_rng}, rgb,
-                                                                    depth)
-    if config.model.init_from:
-        from hpe_jax.models.convert import load_pretrained_encoders  # noqa: PLC0415
-
-        variables = load_pretrained_encoders(variables, config.model.init_from,
-                                             config.model.resnet_depth)
-    return TrainState.create(variables, tx, state_rng)
 
 
 def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):

@@ -1,3 +1,12 @@
 """TFDS builders of the project's hand datasets (importing this registers them)."""
 
-from hpe_jax.data.builders import synthetic_hands  # noqa: F401  (registers the builder)
+from hpe_jax.data.builders import (  # noqa: F401  (importing a builder module registers it)
+    dexycb,
+    freihand,
+    h3d,
+    hand_folder,
+    ho3d,
+    rhd,
+    stb,
+    synthetic_hands,
+)

@@ -1,0 +1,104 @@
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import jax_utils
+from helpers import labelled_batch, shard, tiny_config, unlabelled_batch
+
+from hpe_jax.objectives.pseudo_labels import normalized_template
+from hpe_jax.training import factory as loop
+from hpe_jax.training import optim, steps
+from hpe_jax.training.state import TrainState
+
+
+def _state(config, lr=1e-3):
+    model = loop.build_model(config.model, "batch")
+    tx = optim.make_optimizer(optim.pretrain_schedule(lr, [], 0.1))
+    return model, loop.initial_state(config, model, tx)
+
+
+def test_overfitting_one_batch_lowers_l_s_by_90_percent():
+    config = tiny_config()
+    config.loss.use_contrast = False  # L_s only: the supervised objective must be learnable
+    model, state = _state(config, lr=3e-3)
+    step = jax.pmap(functools.partial(steps.pretrain_step, model=model, loss=config.loss),
+                    axis_name="batch")
+    batch = shard(labelled_batch(4), 1)
+    rstate = jax_utils.replicate(state)
+    rng = jax.random.split(jax.random.PRNGKey(0), 1)
+    losses = []
+    for _ in range(150):
+        rstate, metrics = step(rstate, batch, rng)
+        losses.append(float(metrics["L_s"][0]))
+    assert losses[-1] <= 0.1 * losses[0], (losses[0], losses[-1])
+
+
+def test_finetune_step_runs_and_reports():
+    config = tiny_config()
+    model, state = _state(config)
+    state = state.with_teacher()
+    step = jax.pmap(functools.partial(
+        steps.finetune_step, model=model, loss=config.loss,
+        template=jnp.asarray(normalized_template()), teacher="ema", ema_decay=0.5),
+        axis_name="batch")
+    batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
+    rng = jax.random.split(jax.random.PRNGKey(0), 1)
+    new, metrics = step(jax_utils.replicate(state), batch, rng)
+    for key in ("L_s", "L_l", "L_d", "loss", "pseudo/kept", "pseudo/confidence",
+                "pseudo/student_teacher_px", "norm/grad", "norm/update"):
+        assert np.isfinite(metrics[key][0]), key
+    new = jax_utils.unreplicate(new)
+    # The teacher moved half-way (decay 0.5) from its old weights towards the new student.
+    leaf = lambda t: jax.tree_util.tree_leaves(t)[0]  # noqa: E731
+    np.testing.assert_allclose(leaf(new.teacher_params),
+                               0.5 * leaf(state.params) + 0.5 * leaf(new.params), atol=1e-6)
+
+
+_MULTI = textwrap.dedent("""
+    import functools, jax, numpy as np, optax
+    from flax import jax_utils
+    from helpers import labelled_batch, shard, tiny_config
+    from hpe_jax.training import factory as loop, steps
+    assert jax.local_device_count() == 4
+    config = tiny_config()
+    model = loop.build_model(config.model, "batch")
+    # Plain SGD: the parameter change is the gradient itself. Adam's first step is about
+    # lr * sign(g), which turns float round-off in near-zero gradients into +-lr differences.
+    state = loop.initial_state(config, model, optax.sgd(0.01))
+    batch = labelled_batch(8)
+    out = {}
+    for n in (1, 4):
+        step = jax.pmap(functools.partial(steps.pretrain_step, model=model, loss=config.loss),
+                        axis_name="batch", devices=jax.local_devices()[:n])
+        rng = jax.random.split(jax.random.PRNGKey(0), n)
+        rstate = jax_utils.replicate(state, jax.local_devices()[:n])
+        new, metrics = step(rstate, shard(batch, n), rng)
+        out[n] = jax.tree_util.tree_map(lambda x: np.asarray(x[0]), (new.params, new.batch_stats))
+        out[n, "loss"] = float(metrics["loss"][0])
+    np.testing.assert_allclose(out[1, "loss"], out[4, "loss"], rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(out[1]), jax.tree_util.tree_leaves(out[4])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    print("OK")
+""")
+
+
+def test_pretrain_step_on_4_devices_equals_1_device():
+    here = os.path.dirname(__file__)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(here),
+                                           os.path.dirname(os.path.dirname(here))]))
+    out = subprocess.run([sys.executable, "-c", _MULTI], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_state_create():
+    config = tiny_config()
+    _, state = _state(config)
+    assert isinstance(state, TrainState) and int(state.step) == 0 and state.teacher_params is None

@@ -1,0 +1,29 @@
+"""`tfds build` for this project's datasets, without the rest of the tfds command line.
+
+    python -m tools.tfds_build synthetic_hands/source_tiny --data_dir=/tmp/tfds
+    python -m tools.tfds_build rhd --manual_dir=/path/to/RHD --data_dir=/tmp/tfds
+
+Takes exactly the arguments of `tfds build` (it runs TFDS's own build command). The `tfds`
+executable itself also imports its format-conversion and Croissant commands, which need
+apache-beam and mlcroissant; those are not in this project's pinned set (apache-beam does not
+resolve with protobuf 7), so this entry point imports only the build command. The project's
+builders are registered by `import hpe_jax.data`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import simple_parsing
+from tensorflow_datasets.scripts.cli import build
+
+import hpe_jax.data  # noqa: F401  (registers the builders)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = simple_parsing.parse(build.Args, args=argv, prog="tfds_build")
+    args.execute()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
