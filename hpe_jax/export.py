@@ -1,0 +1,457 @@
+"""The inference-only model: export a trained network's RGB path, load it in one call, predict.
+
+    from hpe_jax import export
+    export.export_model(config, variables, "runs/demo/export")      # or tools/export.py
+    predictor = export.load("runs/demo/export")
+    out = predictor.predict(images, boxes=boxes, K=K)   # uint8 (N, H, W, 3) -> 2D and 3D joints
+
+An export directory holds
+  config.json   self-describing: format, model fields, input/output size, crop margin, the image
+                normalisation, joint names and bones, root joint, reference bone and the default
+                hand scale in mm (`DEFAULT_SCALE_MM`), the source checkpoint;
+  variables/    an orbax checkpoint of ONLY the inference variables: the 'rgb_encoder' and
+                'decoder' subtrees of `params` and `batch_stats` (no depth encoder, no projection
+                heads, no optimizer state);
+  saved_model/  optional TF SavedModel (`save_saved_model`), for serving without JAX.
+
+`Predictor.predict` crops each image like the evaluation pipeline (`data/pipeline.py`): the box
+(a tight hand box [u_min, v_min, u_max, v_max] in pixels) is made square and enlarged by the crop
+margin (`camera.square_box`), warped to input_size x input_size (`camera.crop_affine`, bilinear,
+black outside the image), scaled to [0, 1] and ImageNet-normalised. Without boxes the whole image
+is the crop (no margin; a non-square image is centred and padded black), so pass hand crops then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hpe_jax.hand import camera, kinematics, skeleton
+from hpe_jax.models.convert import IMAGENET_MEAN, IMAGENET_STD
+from hpe_jax.models.decoder import PoseDecoder
+from hpe_jax.models.resnet import ResNet
+
+Array = jax.Array
+FORMAT = "hpe_jax.export/1"
+CONFIG_FILE = "config.json"
+VARIABLES_DIR = "variables"
+SAVED_MODEL_DIR = "saved_model"
+INFERENCE_MODULES = ("rgb_encoder", "decoder")
+#: The default crop margin around a given hand box (the evaluation pipeline's).
+DEFAULT_CROP_MARGIN = 0.2
+#: Default hand scale: the reference bone (middle MCP -> PIP, `skeleton.REFERENCE_BONE`) of the
+#: template adult hand (`kinematics.template_pose`), 44 mm. Metric 3D output is proportional to
+#: it; pass the user's own `scale_mm` when it is known.
+DEFAULT_SCALE_MM = float(np.linalg.norm(np.diff(
+    kinematics.template_pose()[list(skeleton.REFERENCE_BONE)], axis=0)))
+
+
+class RGBPoseNet(nn.Module):
+    """E_R + D of `DualModalityNet` (same submodule names, so its variables load unchanged).
+
+    Input rgb (N, S, S, 3) normalised as in training; returns the decoder dict ('uv' (N, J, 2)
+    output px, 'z' (N, J) reference-bone units, 'heatmaps', 'mask', 'depth_map'), BatchNorm in
+    inference mode.
+    """
+
+    resnet_depth: int = 18
+    width: float = 1.0
+    num_joints: int = 21
+    deconv_features: int = 256
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.rgb_encoder = ResNet(depth=self.resnet_depth, width=self.width, dtype=self.dtype)
+        self.decoder = PoseDecoder(num_joints=self.num_joints, features=self.deconv_features,
+                                   dtype=self.dtype)
+
+    def __call__(self, rgb: Array) -> dict[str, Array]:
+        return self.decoder(self.rgb_encoder(rgb, train=False)[-1], train=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Variables
+
+
+def inference_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """The 'rgb_encoder' and 'decoder' subtrees of a DualModalityNet's params and batch_stats."""
+    out: dict[str, Any] = {}
+    for col in ("params", "batch_stats"):
+        tree = variables.get(col, {}) or {}
+        missing = [m for m in INFERENCE_MODULES if m not in tree]
+        if missing and col == "params":
+            raise ValueError(f"variables['params'] lack {missing}; pass the variables of a "
+                             "DualModalityNet ({'params': ..., 'batch_stats': ...})")
+        out[col] = {m: tree[m] for m in INFERENCE_MODULES if m in tree}
+    return jax.device_get(out)
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in flat}
+
+
+def check_variables(expected: Any, actual: Any, hint: str) -> None:
+    """Raises ValueError naming the first mismatch if `actual`'s tree and shapes differ from
+    `expected`'s (arrays or ShapeDtypeStructs). `hint` says what the user should do."""
+    want, got = _leaf_shapes(expected), _leaf_shapes(actual)
+    for name in sorted(set(want) | set(got)):
+        if name not in got:
+            raise ValueError(f"the weights lack {name} that the model needs; {hint}")
+        if name not in want:
+            raise ValueError(f"the weights have {name} that the model does not; {hint}")
+        if want[name] != got[name]:
+            raise ValueError(f"{name} has shape {got[name]} in the weights but {want[name]} in "
+                             f"the model; {hint}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Export
+
+
+def export_config(
+    config: Any, *, crop_margin: float = DEFAULT_CROP_MARGIN, source: Mapping | None = None
+) -> dict[str, Any]:
+    """The self-describing JSON dict of an export from a training config (`configs/default.py`)."""
+    m, d = config.model, config.data
+    return {
+        "format": FORMAT,
+        "model": {"resnet_depth": int(m.resnet_depth), "width": float(m.width),
+                  "num_joints": skeleton.NUM_JOINTS, "deconv_features": int(m.deconv_features),
+                  "dtype": str(m.dtype)},
+        "input_size": int(d.input_size),
+        "output_size": int(d.output_size),
+        "crop_margin": float(crop_margin),
+        "image_normalization": {
+            "input": "RGB uint8 / 255, then (x - mean) / std per channel",
+            "mean": [float(x) for x in IMAGENET_MEAN], "std": [float(x) for x in IMAGENET_STD]},
+        "joint_names": list(skeleton.JOINT_NAMES),
+        "bones": [list(b) for b in skeleton.BONES],
+        "root_joint": skeleton.ROOT,
+        "reference_bone": list(skeleton.REFERENCE_BONE),
+        "default_scale_mm": DEFAULT_SCALE_MM,
+        "outputs": {
+            "uv": "(N, J, 2) original-image pixels, pixel centres at integers",
+            "z": "(N, J) depth relative to the root joint / reference-bone length",
+            "xyz": "(N, J, 3) mm, camera frame (with K): root depth by Iqbal et al.'s closed "
+                   "form x scale_mm",
+        },
+        "source": dict(source or {}),
+    }
+
+
+def export_model(
+    config: Any, variables: Mapping[str, Any], path: str, *, crop_margin: float =
+    DEFAULT_CROP_MARGIN, source: Mapping | None = None, overwrite: bool = False,
+) -> str:
+    """Writes the inference variables (orbax) and config.json into directory `path`.
+
+    Args:
+      config: the training config (its `model` and `data` sizes describe the network).
+      variables: {'params', 'batch_stats'} of the trained DualModalityNet (e.g. from
+        `training.checkpoint.load_variables`, which prefers the EMA teacher).
+      path: the export directory; it must not exist unless `overwrite`.
+      source: free-form provenance stored in config.json (e.g. checkpoint path and step).
+    Returns:
+      The absolute export path.
+    """
+    import orbax.checkpoint as ocp  # noqa: PLC0415  (slow import; only needed here and in load)
+
+    path = os.path.abspath(path)
+    if os.path.exists(os.path.join(path, VARIABLES_DIR)) and not overwrite:
+        raise FileExistsError(f"{path} already holds an export; choose a new --output directory "
+                              "or pass overwrite=True")
+    cfg = export_config(config, crop_margin=crop_margin, source=source)
+    inf = inference_variables(variables)
+    check_variables(_abstract_variables(cfg), inf,
+                    "the variables do not belong to the model that config.model describes; use "
+                    "the config the checkpoint was trained with")
+    os.makedirs(path, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(path, VARIABLES_DIR), inf, force=overwrite)
+        ckptr.wait_until_finished()
+    with open(os.path.join(path, CONFIG_FILE), "w") as f:
+        json.dump(cfg, f, indent=2)
+    return path
+
+
+def _model(cfg: Mapping[str, Any]) -> RGBPoseNet:
+    m = cfg["model"]
+    return RGBPoseNet(resnet_depth=m["resnet_depth"], width=m["width"],
+                      num_joints=m["num_joints"], deconv_features=m["deconv_features"],
+                      dtype=jnp.dtype(m["dtype"]))
+
+
+def _abstract_variables(cfg: Mapping[str, Any]) -> Any:
+    s = cfg["input_size"]
+    return jax.eval_shape(_model(cfg).init, jax.random.PRNGKey(0),
+                          jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
+
+
+# ------------------------------------------------------------------------------------------------
+# Load and predict
+
+
+def load(path: str) -> Predictor:
+    """The Predictor of an export directory written by `export_model` (or tools/export.py)."""
+    import orbax.checkpoint as ocp  # noqa: PLC0415
+
+    path = os.path.abspath(path)
+    cfg_file = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(cfg_file) or not os.path.isdir(os.path.join(path, VARIABLES_DIR)):
+        raise FileNotFoundError(f"{path} is not an export directory (needs {CONFIG_FILE} and "
+                                f"{VARIABLES_DIR}/); write one with python -m tools.export")
+    with open(cfg_file) as f:
+        cfg = json.load(f)
+    if cfg.get("format") != FORMAT:
+        raise ValueError(f"{cfg_file} has format {cfg.get('format')!r}, this code reads "
+                         f"{FORMAT!r}; export the checkpoint again with this version")
+    abstract = _abstract_variables(cfg)
+    with ocp.StandardCheckpointer() as ckptr:
+        variables = ckptr.restore(os.path.join(path, VARIABLES_DIR), abstract)
+    return Predictor(cfg, variables)
+
+
+def _crop_and_predict(
+    variables: Any, images: Array, boxes: Array, K: Array | None, scale_mm: Array, *,
+    model: RGBPoseNet, input_size: int, output_size: int, margin: float, mean: tuple,
+    std: tuple,
+) -> dict[str, Array]:
+    """Jitted body of `Predictor.predict` (see there); `margin` < 0 means 'boxes are crops'."""
+    if margin >= 0:
+        boxes = camera.square_box(boxes.reshape(-1, 2, 2), margin)
+    a_in = camera.crop_affine(boxes, input_size)                         # original px -> input
+    a_out = camera.resize_affine(output_size / input_size) @ a_in        # original px -> output
+    warp = jax.vmap(functools.partial(camera.warp_image, out_size=input_size))
+    crops = warp(images.astype(jnp.float32), a_in) / 255.0
+    crops = (crops - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    y = model.apply(variables, crops)
+    uv_out, z = y["uv"], y["z"]
+    out = {"uv": camera.apply_affine(camera.invert_affine(a_out), uv_out), "z": z,
+           "uv_output": uv_out, "crop_affine": a_out, "box": boxes}
+    if K is not None:
+        k_out = camera.affine_intrinsics(a_out, K)
+        z_root = camera.recover_root_depth(uv_out, z, k_out) * scale_mm
+        out["xyz"] = camera.decode_25d(uv_out, z, k_out, z_root, scale_mm)
+        out["root_depth_mm"] = z_root
+    return out
+
+
+class Predictor:
+    """An exported model ready to predict; build it with `load(path)`.
+
+    Attributes:
+      config: the export's config.json as a dict.
+      variables: the inference variables.
+      input_size, output_size, scale_mm (the default hand scale), joint_names.
+    """
+
+    def __init__(self, config: Mapping[str, Any], variables: Any) -> None:
+        self.config = dict(config)
+        self.variables = variables
+        self.model = _model(config)
+        self.input_size = int(config["input_size"])
+        self.output_size = int(config["output_size"])
+        self.scale_mm = float(config["default_scale_mm"])
+        self.joint_names = tuple(config["joint_names"])
+        norm = config["image_normalization"]
+        common = dict(model=self.model, input_size=self.input_size,
+                      output_size=self.output_size, mean=tuple(norm["mean"]),
+                      std=tuple(norm["std"]))
+        # Two compiled variants: boxes given (square + margin) or the whole image as the crop.
+        self._with_boxes = jax.jit(functools.partial(
+            _crop_and_predict, margin=float(config["crop_margin"]), **common))
+        self._whole = jax.jit(functools.partial(_crop_and_predict, margin=-1.0, **common))
+        self._apply = jax.jit(self.model.apply)
+
+    def predict(
+        self, images: np.ndarray, boxes: np.ndarray | None = None, K: np.ndarray | None = None,
+        scale_mm: float | np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """2D and 3D hand keypoints of a batch of images.
+
+        Args:
+          images: uint8 (N, H, W, 3) RGB, any H and W (one compilation per shape).
+          boxes: optional (N, 4) tight hand boxes [u_min, v_min, u_max, v_max] in pixels; each is
+            made square and enlarged by config['crop_margin'] per side. None: each whole image
+            is the crop.
+          K: optional (N, 3, 3) or (3, 3) intrinsics of the images (pixels).
+          scale_mm: hand scale, the reference-bone length in mm, scalar or (N,); default
+            `config['default_scale_mm']` (44 mm, an adult hand).
+        Returns:
+          numpy dict: 'uv' (N, J, 2) original-image pixels; 'z' (N, J) root-relative depth in
+          reference-bone units; 'uv_output' (N, J, 2) pixels of the output heatmap of the crop;
+          'crop_affine' (N, 3, 3) original px -> output px; 'box' (N, 4) the square crop box;
+          with K also 'xyz' (N, J, 3) mm in the camera frame and 'root_depth_mm' (N,).
+        """
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 \
+                or 0 in images.shape:
+            raise ValueError(
+                f"images must be a uint8 RGB batch (N, H, W, 3), got dtype {images.dtype} and "
+                f"shape {images.shape}; use images[None] for one image and convert grayscale or "
+                "RGBA to RGB")
+        n = images.shape[0]
+        if boxes is None:
+            h, w = images.shape[1:3]
+            boxes = np.tile(np.array([-0.5, -0.5, w - 0.5, h - 0.5], np.float32), (n, 1))
+            fn = self._whole
+        else:
+            boxes = np.asarray(boxes, np.float32)
+            if boxes.shape != (n, 4) or not np.all(np.isfinite(boxes)) \
+                    or np.any(boxes[:, 2:] <= boxes[:, :2]):
+                raise ValueError(f"boxes must be ({n}, 4) [u_min, v_min, u_max, v_max] pixels "
+                                 f"with u_max > u_min and v_max > v_min, got {boxes.tolist()}")
+            fn = self._with_boxes
+        if K is not None:
+            K = np.asarray(K, np.float32)
+            if K.shape == (3, 3):
+                K = np.broadcast_to(K, (n, 3, 3))
+            if K.shape != (n, 3, 3):
+                raise ValueError(f"K must be (3, 3) or ({n}, 3, 3) pixel intrinsics, got shape "
+                                 f"{K.shape}")
+        scale = np.broadcast_to(np.asarray(self.scale_mm if scale_mm is None else scale_mm,
+                                           np.float32), (n,))
+        out = fn(self.variables, images, boxes, K, scale)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def predict_crops(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """The network on already-normalised (N, S, S, 3) crops (as the pipeline gives them):
+        the decoder dict ('uv' output px, 'z', 'heatmaps', ...) as numpy."""
+        return {k: np.asarray(v) for k, v in self._apply(self.variables, crops).items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# Optional TF SavedModel (serving without JAX)
+
+
+def save_saved_model(predictor: Predictor, path: str) -> str:
+    """Writes a TF SavedModel of the network on hand crops, through orbax-export (jax2tf).
+
+    Signature 'serving_default': images uint8 [batch, S, S, 3] (S = input_size, any batch)
+    -> {'uv': [batch, J, 2] pixels of the S x S crop, 'z': [batch, J] reference-bone units}.
+    Crop the hand yourself (as `Predictor.predict` does) before calling it.
+    """
+    try:
+        from orbax.export import ExportManager, JaxModule, ServingConfig  # noqa: PLC0415
+    except ImportError as e:
+        raise ImportError(
+            f"the SavedModel export needs orbax-export ({e}); install it with "
+            "`.venv/bin/pip install orbax-export==0.0.8`") from e
+    import tensorflow as tf  # noqa: PLC0415
+
+    s, o = predictor.input_size, predictor.output_size
+    norm = predictor.config["image_normalization"]
+    mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
+    model = predictor.model
+    # Output px -> crop px: the inverse of resize_affine(o / s), u_in = (u_out + 0.5) * s/o - 0.5.
+    back = np.asarray(camera.invert_affine(camera.resize_affine(o / s)))
+
+    def serve(variables, images):
+        x = (images.astype(jnp.float32) / 255.0 - mean) / std
+        y = model.apply(variables, x)
+        return {"uv": camera.apply_affine(jnp.asarray(back), y["uv"]), "z": y["z"]}
+
+    module = JaxModule(predictor.variables, serve, trainable=False,
+                       input_polymorphic_shape="(b, ...)")
+    config = ServingConfig("serving_default",
+                           input_signature=[tf.TensorSpec([None, s, s, 3], tf.uint8, "images")])
+    path = os.path.abspath(path)
+    ExportManager(module, [config]).save(path)
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingCheckpoint:
+    """Variables of a training checkpoint, ready for inference."""
+
+    variables: dict
+    step: int
+    path: str          # the checkpoints directory
+    weights: str       # 'teacher' (EMA, where present) or 'student'
+
+
+def load_training_checkpoint(
+    config: Any, workdir: str, checkpoint: str | int | None = None, student: bool = False
+) -> TrainingCheckpoint:
+    """Loads a training run's checkpoint and checks it against `config.model`.
+
+    Args:
+      workdir: the training --workdir (with checkpoints/), or its checkpoints/ directory.
+      checkpoint: None (the latest), a step (int or digits), or a path to a checkpoints
+        directory or to one step's directory inside it.
+      student: use the student's weights even where an EMA teacher exists.
+    Raises:
+      FileNotFoundError / ValueError with a message saying what to pass instead.
+    """
+    import orbax.checkpoint as ocp  # noqa: PLC0415
+
+    from hpe_jax.training import checkpoint as ckpt  # noqa: PLC0415
+    from hpe_jax.training import factory  # noqa: PLC0415
+
+    ckpt_dir, step = _resolve(workdir, checkpoint)
+    steps = ocp.CheckpointManager(ckpt_dir).all_steps()
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint found under {ckpt_dir}; pass the --workdir of a "
+                                "training run (python -m tools.train ...)")
+    if step is not None and step not in steps:
+        raise FileNotFoundError(f"no checkpoint of step {step} under {ckpt_dir}; it has steps "
+                                f"{sorted(steps)}")
+    variables, step = ckpt.load_variables(ckpt_dir, step=step, prefer_teacher=not student)
+    model = factory.build_model(config.model, None)
+    s = config.data.input_size
+    # Only the RGB path is checked (and used): encoder, decoder and the RGB projection head.
+    abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
+                              jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
+    used = {col: {k: v for k, v in variables.get(col, {}).items() if k in abstract[col]}
+            for col in abstract}
+    check_variables(abstract, used,
+                    f"the checkpoint under {ckpt_dir} was not trained with this config.model; "
+                    "pass the --config the run was trained with")
+    teacher = not student and _has_teacher(ckpt_dir, step)
+    return TrainingCheckpoint(variables, int(step), ckpt_dir, "teacher" if teacher else "student")
+
+
+def _resolve(workdir: str, checkpoint: str | int | None) -> tuple[str, int | None]:
+    """(checkpoints directory, step or None) from the workdir and the --checkpoint value."""
+    step = None
+    path = workdir
+    if checkpoint is not None and str(checkpoint).strip() != "":
+        text = str(checkpoint).strip()
+        if text.isdigit():
+            step = int(text)
+        else:
+            path = text
+            base = os.path.basename(os.path.normpath(text))
+            if base.isdigit() and os.path.isdir(text):  # a step directory: its parent + step
+                path, step = os.path.dirname(os.path.normpath(text)), int(base)
+    if not path:
+        raise ValueError("pass --workdir (a training run's directory) or --checkpoint=PATH")
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path} does not exist; pass the --workdir of a training run "
+                                "or --checkpoint=PATH to its checkpoints")
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    return path, step
+
+
+def _has_teacher(ckpt_dir: str, step: int) -> bool:
+    """Whether a training checkpoint holds EMA teacher weights (reads only its tree metadata)."""
+    import orbax.checkpoint as ocp  # noqa: PLC0415
+
+    try:
+        meta = ocp.CheckpointManager(ckpt_dir).item_metadata(step)
+        tree = getattr(meta, "tree", meta)
+        return "teacher_params" in tree
+    except Exception:  # noqa: BLE001  (metadata layouts vary across orbax versions; report only)
+        return False

@@ -1,0 +1,177 @@
+"""Predicts hand keypoints on image files with an exported model; writes JSON and overlay PNGs.
+
+    python -m tools.predict --model=runs/demo/export --images a.png b.jpg \
+        [--boxes_json=boxes.json] [--K_json=K.json] [--scale_mm=44] --output_dir=runs/pred
+
+--boxes_json: a JSON list (one [u_min, v_min, u_max, v_max] tight hand box per image, in order)
+or an object mapping image paths or file names to boxes; images without a box are used whole
+(pass hand crops then). --K_json: one 3x3 matrix for every image, a list of them, or an object
+like the boxes'; with K the JSON also holds 3D joints in mm (root depth from Iqbal et al.'s
+closed form times --scale_mm, default the export's hand scale).
+
+For each image <name>.<ext> it writes <output_dir>/<name>.json (uv in image pixels, z, xyz mm,
+the crop box) and <output_dir>/<name>_overlay.png, plus predictions.json with all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+_PRED_COLOUR, _BOX_COLOUR = (255, 40, 40), (255, 220, 0)
+
+
+def define_flags() -> None:
+    """Defines the command-line flags (only when run as a program, so that importing this module
+    for `predict_files` never clashes with another tool's flags of the same name)."""
+    flags.DEFINE_string("model", None, "Export directory (tools/export.py --output).")
+    flags.DEFINE_list("images", [], "Image files (also taken from the positional args).")
+    flags.DEFINE_string("boxes_json", None, "JSON file of hand boxes (see the doc).")
+    flags.DEFINE_string("K_json", None, "JSON file of 3x3 intrinsics (see the doc).")
+    flags.DEFINE_float("scale_mm", None, "Hand scale: reference-bone length in mm.")
+    flags.DEFINE_string("output_dir", None, "Where the JSON and PNG files go.")
+    flags.mark_flags_as_required(["model", "output_dir"])
+
+
+def read_image(path: str) -> np.ndarray:
+    """uint8 (H, W, 3) RGB of an image file (grayscale and RGBA are converted)."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), np.uint8)
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"cannot read image {path!r} ({e}); pass PNG or JPEG files") from e
+
+
+def _per_image(spec: Any, paths: Sequence[str], what: str, shape: tuple[int, ...],
+               shared_ok: bool) -> list[np.ndarray | None]:
+    """A JSON value (list in image order, {path or file name: value}, or one shared value)
+    -> one array of `shape` or None per image."""
+    if spec is None:
+        return [None] * len(paths)
+    if isinstance(spec, Mapping):
+        values = [spec.get(p, spec.get(os.path.basename(p))) for p in paths]
+    elif shared_ok and np.shape(spec) == shape:
+        values = [spec] * len(paths)
+    elif isinstance(spec, list) and len(spec) == len(paths):
+        values = spec
+    else:
+        raise ValueError(f"{what} must be a list with one entry per image ({len(paths)}), an "
+                         f"object keyed by image path or file name"
+                         + (", or one value for all images" if shared_ok else ""))
+    out = []
+    for p, v in zip(paths, values, strict=True):
+        if v is None:
+            out.append(None)
+            continue
+        a = np.asarray(v, np.float32)
+        if a.shape != shape:
+            raise ValueError(f"{what} for {p!r} must have shape {shape}, got {a.shape}")
+        out.append(a)
+    return out
+
+
+def _load_json(path: str | None, what: str) -> Any:
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {what} file {path!r}: {e}") from e
+
+
+def draw_overlay(path: str, image: np.ndarray, uv: np.ndarray, box: np.ndarray | None) -> None:
+    """Writes the image with the predicted skeleton (and the crop box) as a PNG."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415
+
+    from hpe_jax.hand.skeleton import BONES  # noqa: PLC0415
+
+    im = Image.fromarray(image)
+    draw = ImageDraw.Draw(im)
+    r = max(1.0, min(image.shape[:2]) / 100.0)
+    for a, b in BONES:
+        draw.line([tuple(uv[a]), tuple(uv[b])], fill=_PRED_COLOUR, width=max(1, int(r)))
+    for u, v in uv:
+        draw.ellipse([u - r, v - r, u + r, v + r], fill=_PRED_COLOUR)
+    if box is not None:
+        draw.rectangle([float(x) for x in box], outline=_BOX_COLOUR)
+    im.save(path)
+
+
+def predict_files(
+    model_dir: str, image_paths: Sequence[str], output_dir: str, *, boxes: Any = None,
+    K: Any = None, scale_mm: float | None = None,
+) -> list[dict[str, Any]]:
+    """Runs an exported model on image files and writes <name>.json, <name>_overlay.png and
+    predictions.json into output_dir.
+
+    Args:
+      boxes, K: parsed JSON as described in the module doc (or None).
+    Returns:
+      The per-image records written (uv (J, 2) image px, z (J,), xyz (J, 3) mm with K).
+    """
+    from hpe_jax import export  # noqa: PLC0415
+
+    if not image_paths:
+        raise ValueError("no images given; pass --images a.png b.jpg")
+    predictor = export.load(model_dir)
+    box_list = _per_image(boxes, image_paths, "boxes_json", (4,), shared_ok=False)
+    k_list = _per_image(K, image_paths, "K_json", (3, 3), shared_ok=True)
+    os.makedirs(output_dir, exist_ok=True)
+    records, used = [], set()
+    for path, box, k in zip(image_paths, box_list, k_list, strict=True):
+        image = read_image(path)
+        out = predictor.predict(image[None], None if box is None else box[None],
+                                None if k is None else k[None], scale_mm)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, i = stem, 1
+        while name in used:  # same file name in different folders
+            name, i = f"{stem}_{i}", i + 1
+        used.add(name)
+        rec: dict[str, Any] = {
+            "image": path, "width": image.shape[1], "height": image.shape[0],
+            "hand_box": None if box is None else box.tolist(),
+            "crop_box": out["box"][0].tolist(),
+            "joint_names": list(predictor.joint_names),
+            "uv": out["uv"][0].tolist(), "z": out["z"][0].tolist(),
+            "units": {"uv": "image pixels, pixel centres at integers",
+                      "z": "root-relative depth / reference-bone length"},
+        }
+        if k is not None:
+            rec["xyz"] = out["xyz"][0].tolist()
+            rec["root_depth_mm"] = float(out["root_depth_mm"][0])
+            rec["scale_mm"] = float(predictor.scale_mm if scale_mm is None else scale_mm)
+            rec["units"]["xyz"] = "mm, camera frame"
+        with open(os.path.join(output_dir, f"{name}.json"), "w") as f:
+            json.dump(rec, f, indent=2)
+        draw_overlay(os.path.join(output_dir, f"{name}_overlay.png"), image, out["uv"][0],
+                     out["box"][0] if box is not None else None)
+        records.append(rec)
+    with open(os.path.join(output_dir, "predictions.json"), "w") as f:
+        json.dump(records, f, indent=2)
+    return records
+
+
+def main(argv: list[str]) -> None:
+    f = flags.FLAGS
+    paths = list(f.images) + list(argv[1:])
+    try:
+        records = predict_files(f.model, paths, f.output_dir,
+                                boxes=_load_json(f.boxes_json, "--boxes_json"),
+                                K=_load_json(f.K_json, "--K_json"), scale_mm=f.scale_mm)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"tools.predict: {e}")
+    print(f"Wrote keypoints and overlays of {len(records)} images to {f.output_dir}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
