@@ -54,3 +54,34 @@ def restore(manager: ocp.CheckpointManager, template: TrainState, step: int | No
     full = serialization.to_state_dict(template)
     full.update(restored)
     return serialization.from_state_dict(template, full)
+
+
+def load_variables(
+    path: str, step: int | None = None, prefer_teacher: bool = True
+) -> tuple[dict, int]:
+    """Model variables {'params', 'batch_stats'} of a training checkpoint, for inference.
+
+    Args:
+      path: a training workdir (holding `checkpoints/`) or the checkpoints directory itself.
+      step: which step (default: the latest).
+      prefer_teacher: take the EMA teacher's weights where the checkpoint has them (the
+        fine-tuned model users should deploy), else the student's.
+    Returns:
+      (variables, step).
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    manager = ocp.CheckpointManager(path)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(
+            f"no checkpoint found under {path}; pass the --workdir of a training run "
+            "(python -m tools.train ...) or its checkpoints/ directory")
+    tree = manager.restore(step, args=ocp.args.StandardRestore())
+    if prefer_teacher and "teacher_params" in tree:
+        variables = {"params": tree["teacher_params"],
+                     "batch_stats": tree.get("teacher_batch_stats", {})}
+    else:
+        variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
+    return variables, int(step)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import multiprocessing
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -106,22 +108,48 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str, num: int):
         cfg = self.builder_config
-        style = cfg.style
-        for index in range(num):
-            ex = render.render_example(style, cfg.seed, index, cfg.image_size, SPLIT_IDS[split])
-            key = f"{split}_{index:06d}"
-            out = {
-                "image": _png(ex["image"]),
-                "keypoints_2d": ex["keypoints_2d"],
-                "keypoints_3d": ex["keypoints_3d"],
-                "visibility": ex["visibility"],
-                "K": ex["K"],
-                "bbox": ex["bbox"],
-                "hand_side": "right",
-                "id": key,
-            }
-            if style.with_depth:
-                out["depth"] = ex["depth"]
-            if style.with_mask:
-                out["mask"] = _png(ex["mask"][..., 0])
-            yield key, out
+        jobs = [(cfg.style, cfg.seed, index, cfg.image_size, SPLIT_IDS[split], split)
+                for index in range(num)]
+        workers = _num_workers(num)
+        if workers <= 1:
+            yield from map(_render_encoded, jobs)
+            return
+        # Rendering is CPU-bound numpy: one process per core. 'spawn', because the renderer
+        # uses JAX, whose runtime threads do not survive a fork. imap keeps the order, and every
+        # example depends only on (style, seed, split, index): the bytes equal a serial build.
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers) as pool:
+            yield from pool.imap(_render_encoded, jobs, chunksize=16)
+
+
+def _num_workers(num: int) -> int:
+    """Render worker processes, from HPE_JAX_RENDER_WORKERS (default 1: render in-process).
+
+    Opt-in, because 'spawn' re-imports the caller's main module: a script must guard its entry
+    point with `if __name__ == "__main__":` (tools/ do). Small splits always render in-process,
+    since starting a worker costs seconds.
+    """
+    workers = int(os.environ.get("HPE_JAX_RENDER_WORKERS", "1"))
+    return 1 if num < 512 else max(1, workers)
+
+
+def _render_encoded(job: tuple) -> tuple[str, dict]:
+    """Renders one example and encodes it into the feature dict (runs in worker processes)."""
+    style, seed, index, image_size, split_id, split = job
+    ex = render.render_example(style, seed, index, image_size, split_id)
+    key = f"{split}_{index:06d}"
+    out = {
+        "image": _png(ex["image"]),
+        "keypoints_2d": ex["keypoints_2d"],
+        "keypoints_3d": ex["keypoints_3d"],
+        "visibility": ex["visibility"],
+        "K": ex["K"],
+        "bbox": ex["bbox"],
+        "hand_side": "right",
+        "id": key,
+    }
+    if style.with_depth:
+        out["depth"] = ex["depth"]
+    if style.with_mask:
+        out["mask"] = _png(ex["mask"][..., 0])
+    return key, out
