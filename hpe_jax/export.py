@@ -117,6 +117,28 @@ def check_variables(expected: Any, actual: Any, hint: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # Export
 
+#: Config fields an export (and any evaluation) reads.
+CONFIG_FIELDS = ("model.resnet_depth", "model.width", "model.deconv_features", "model.dtype",
+                 "data.input_size", "data.output_size")
+
+
+def check_config(config: Any, fields: tuple[str, ...] = CONFIG_FIELDS) -> None:
+    """Raises ValueError naming the problem if `config` failed to load or lacks a field.
+
+    (ml_collections' config flag hands a placeholder that raises OSError on first use when the
+    file could not be loaded; this turns that into one message.)"""
+    for field in fields:
+        node = config
+        try:
+            for part in field.split("."):
+                node = getattr(node, part)
+        except OSError as e:
+            raise ValueError(f"the config could not be loaded: {e}") from e
+        except (AttributeError, KeyError) as e:
+            raise ValueError(f"the config has no field config.{field}; pass a config built on "
+                             "configs/default.py") from e
+
+
 
 def export_config(
     config: Any, *, crop_margin: float = DEFAULT_CROP_MARGIN, source: Mapping | None = None
@@ -133,7 +155,9 @@ def export_config(
         "crop_margin": float(crop_margin),
         "image_normalization": {
             "input": "RGB uint8 / 255, then (x - mean) / std per channel",
-            "mean": [float(x) for x in IMAGENET_MEAN], "std": [float(x) for x in IMAGENET_STD]},
+            # Rounded for reading; float32(round(x, 7)) is the same float32 constant.
+            "mean": [round(float(x), 7) for x in IMAGENET_MEAN],
+            "std": [round(float(x), 7) for x in IMAGENET_STD]},
         "joint_names": list(skeleton.JOINT_NAMES),
         "bones": [list(b) for b in skeleton.BONES],
         "root_joint": skeleton.ROOT,
@@ -166,10 +190,11 @@ def export_model(
     """
     import orbax.checkpoint as ocp  # noqa: PLC0415  (slow import; only needed here and in load)
 
+    check_config(config)
     path = os.path.abspath(path)
     if os.path.exists(os.path.join(path, VARIABLES_DIR)) and not overwrite:
-        raise FileExistsError(f"{path} already holds an export; choose a new --output directory "
-                              "or pass overwrite=True")
+        raise FileExistsError(f"{path} already holds an export; choose another output directory "
+                              "or delete it")
     cfg = export_config(config, crop_margin=crop_margin, source=source)
     inf = inference_variables(variables)
     check_variables(_abstract_variables(cfg), inf,
@@ -377,7 +402,7 @@ class TrainingCheckpoint:
     variables: dict
     step: int
     path: str          # the checkpoints directory
-    weights: str       # 'teacher' (EMA, where present) or 'student'
+    weights: str       # 'teacher' (EMA), 'student', or 'teacher_if_present' (unreadable metadata)
 
 
 def load_training_checkpoint(
@@ -398,6 +423,7 @@ def load_training_checkpoint(
     from hpe_jax.training import checkpoint as ckpt  # noqa: PLC0415
     from hpe_jax.training import factory  # noqa: PLC0415
 
+    check_config(config)
     ckpt_dir, step = _resolve(workdir, checkpoint)
     steps = ocp.CheckpointManager(ckpt_dir).all_steps()
     if not steps:
@@ -417,8 +443,9 @@ def load_training_checkpoint(
     check_variables(abstract, used,
                     f"the checkpoint under {ckpt_dir} was not trained with this config.model; "
                     "pass the --config the run was trained with")
-    teacher = not student and _has_teacher(ckpt_dir, step)
-    return TrainingCheckpoint(variables, int(step), ckpt_dir, "teacher" if teacher else "student")
+    teacher = False if student else _has_teacher(ckpt_dir, step)
+    weights = {True: "teacher", False: "student", None: "teacher_if_present"}[teacher]
+    return TrainingCheckpoint(variables, int(step), ckpt_dir, weights)
 
 
 def _resolve(workdir: str, checkpoint: str | int | None) -> tuple[str, int | None]:
@@ -445,13 +472,14 @@ def _resolve(workdir: str, checkpoint: str | int | None) -> tuple[str, int | Non
     return path, step
 
 
-def _has_teacher(ckpt_dir: str, step: int) -> bool:
-    """Whether a training checkpoint holds EMA teacher weights (reads only its tree metadata)."""
+def _has_teacher(ckpt_dir: str, step: int) -> bool | None:
+    """Whether a training checkpoint holds EMA teacher weights (reads only its tree metadata);
+    None if the metadata cannot be read."""
     import orbax.checkpoint as ocp  # noqa: PLC0415
 
     try:
-        meta = ocp.CheckpointManager(ckpt_dir).item_metadata(step)
-        tree = getattr(meta, "tree", meta)
-        return "teacher_params" in tree
-    except Exception:  # noqa: BLE001  (metadata layouts vary across orbax versions; report only)
-        return False
+        manager = ocp.CheckpointManager(ckpt_dir, item_handlers=ocp.StandardCheckpointHandler())
+        meta = manager.item_metadata(step)
+        return "teacher_params" in getattr(meta, "tree", meta)
+    except Exception:  # noqa: BLE001  (metadata layouts vary across orbax versions; label only)
+        return None

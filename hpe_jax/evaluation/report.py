@@ -1,0 +1,201 @@
+"""Writes an evaluation's files: metrics.json, metrics.md, predictions.npz and two PNGs.
+
+    files = write_report(output_dir, result, meta, samples)   # result: evaluator.EvalResult
+
+- metrics.json: {"metrics", "info", "per_joint", "curves"} of the result (NaN written as null)
+  plus everything in `meta` (step, checkpoint, dataset, split, num_samples, ...).
+- metrics.md: a markdown table of the headline metrics and one of per-joint values.
+- predictions.npz: the result's per-sample arrays (`EvalResult.arrays`: index, pred_uv, gt_uv
+  output px, pred_z, gt_z, pred_3d, pred_3d_recovered_root, gt_3d mm, visibility,
+  output_size); `evaluator.compute_metrics` recomputes every metric from it.
+- pck_curve.png: the 3D PCK curves (0-50 mm) of the three protocols with their AUCs.
+- qualitative.png: predicted (red) against ground-truth (green) skeletons on input crops.
+
+Plots use matplotlib's Agg canvas directly (no pyplot, no global backend change).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hpe_jax.evaluation.evaluator import GROUPS_3D, EvalResult
+from hpe_jax.hand import camera
+from hpe_jax.hand.skeleton import BONES, JOINT_NAMES
+
+FILES = ("metrics.json", "metrics.md", "predictions.npz", "pck_curve.png", "qualitative.png")
+
+# Rows of the headline table: (metric key, label, format).
+_HEADLINE = (
+    ("num_samples", "samples", "{:.0f}"),
+    ("pck_2d", "2D PCK@0.05 (continuous)", "{:.4f}"),
+    ("pck_2d_tllib", "2D PCK@0.05 (TLlib/RegDA)", "{:.4f}"),
+    ("known_root/epe_mean_mm", "3D EPE mean, known root+scale (mm)", "{:.2f}"),
+    ("known_root/epe_median_mm", "3D EPE median, known root+scale (mm)", "{:.2f}"),
+    ("known_root/auc_20_50", "3D PCK AUC 20-50 mm, known root+scale", "{:.4f}"),
+    ("known_root/auc_0_50", "3D PCK AUC 0-50 mm, known root+scale", "{:.4f}"),
+    ("procrustes/epe_mean_mm", "PA-EPE mean (mm)", "{:.2f}"),
+    ("procrustes/auc_0_50", "PA AUC 0-50 mm", "{:.4f}"),
+    ("recovered_root/epe_mean_mm", "3D EPE mean, recovered root (mm)", "{:.2f}"),
+    ("recovered_root/auc_20_50", "3D PCK AUC 20-50 mm, recovered root", "{:.4f}"),
+)
+
+
+def jsonable(x: Any) -> Any:
+    """Nested dicts/lists/arrays/numpy scalars -> JSON types; NaN and inf become None."""
+    if isinstance(x, Mapping):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    return x
+
+
+def write_metrics_json(path: str, result: EvalResult, meta: Mapping[str, Any]) -> None:
+    """metrics.json: the result's metrics, info, per-joint values and curves, plus `meta`."""
+    doc = dict(meta)
+    doc.update({
+        "metrics": result.metrics, "info": result.info,
+        "per_joint": {k: v for k, v in result.per_joint.items()},
+        "curves": {k: {"thresholds_mm": t, "pck": c} for k, (t, c) in result.curves.items()},
+    })
+    with open(path, "w") as f:
+        json.dump(jsonable(doc), f, indent=2, allow_nan=False)
+
+
+def markdown(result: EvalResult, meta: Mapping[str, Any]) -> str:
+    """Markdown: a header line from `meta`, the headline table, the per-joint table."""
+    m = result.metrics
+    fmt = lambda f, v: "n/a" if v is None or not math.isfinite(v) else f.format(v)  # noqa: E731
+    head = ", ".join(f"{k}: {meta[k]}" for k in ("dataset", "split", "step", "weights")
+                     if k in meta)
+    lines = [f"# Evaluation ({head})" if head else "# Evaluation", "",
+             "| metric | value |", "| --- | ---: |"]
+    lines += [f"| {label} | {fmt(f, m.get(key))} |" for key, label, f in _HEADLINE if key in m]
+    if "auc_20_50" in result.info:
+        lines += ["", "AUC 20-50 mm: " + " ".join(result.info["auc_20_50"].split()) + "."]
+    cols = [k for k in ("pck_2d", *(f"{g}/epe_mm" for g in GROUPS_3D)) if k in result.per_joint]
+    lines += ["", "| joint | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
+    for j, name in enumerate(JOINT_NAMES):
+        vals = [fmt("{:.4f}" if c.startswith("pck") else "{:.2f}",
+                    float(result.per_joint[c][j])) for c in cols]
+        lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_pck_curves(path: str, result: EvalResult) -> None:
+    """pck_curve.png: 3D PCK against threshold (0-50 mm) per protocol, AUC in the legend."""
+    fig, ax = _figure((6.0, 4.5))
+    for group in GROUPS_3D:
+        key = f"{group}/pck_0_50"
+        if key not in result.curves:
+            continue
+        t, c = result.curves[key]
+        auc = result.metrics.get(f"{group}/auc_0_50", float("nan"))
+        ax.plot(t, c, label=f"{group} (AUC 0-50 {auc:.3f})")
+    ax.axvspan(20, 50, color="0.92", zorder=0, label="20-50 mm")
+    ax.set(xlabel="threshold (mm)", ylabel="3D PCK", xlim=(0, 50), ylim=(0, 1.02),
+           title="3D PCK over visible joints")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path, dpi=100)
+
+
+def plot_qualitative(
+    path: str, images: np.ndarray, pred_uv: np.ndarray, gt_uv: np.ndarray,
+    visibility: np.ndarray, output_size: int, titles: Sequence[str] | None = None,
+    columns: int = 4,
+) -> None:
+    """qualitative.png: a grid of crops with predicted (red) and GT (green) skeletons.
+
+    Args:
+      images: (n, S, S, 3) float RGB in [0, 1] (de-normalised network inputs).
+      pred_uv, gt_uv: (n, J, 2) output pixels (mapped to input pixels here).
+      visibility: (n, J) 0/1; GT joints and bones are drawn only where visible.
+      output_size: s, the output side (input px = inverse of `camera.resize_affine(s / S)`).
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("plot_qualitative needs at least one image")
+    size = images.shape[1]
+    back = camera.invert_affine(camera.resize_affine(output_size / size))
+    pred = np.asarray(camera.apply_affine(back, np.asarray(pred_uv, np.float32)))
+    gt = np.asarray(camera.apply_affine(back, np.asarray(gt_uv, np.float32)))
+    vis = np.asarray(visibility) > 0
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    fig, axes = _figure((2.4 * cols, 2.5 * rows), rows, cols)
+    for i, ax in enumerate(np.ravel(axes)):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(np.clip(images[i], 0, 1), extent=(-0.5, size - 0.5, size - 0.5, -0.5))
+        for a, b in BONES:
+            if vis[i, a] and vis[i, b]:
+                ax.plot(gt[i, [a, b], 0], gt[i, [a, b], 1], color="lime", lw=1.2)
+            ax.plot(pred[i, [a, b], 0], pred[i, [a, b], 1], color="red", lw=1.0)
+        ax.scatter(*gt[i][vis[i]].T, s=4, color="lime")
+        ax.scatter(*pred[i].T, s=4, color="red")
+        ax.set_xlim(-0.5, size - 0.5)
+        ax.set_ylim(size - 0.5, -0.5)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    fig.suptitle("green: ground truth (visible joints), red: prediction", fontsize=8)
+    fig.savefig(path, dpi=100)
+
+
+def write_report(
+    output_dir: str, result: EvalResult, meta: Mapping[str, Any],
+    samples: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, str]:
+    """Writes every file of `FILES` into output_dir (qualitative.png only with `samples`).
+
+    Args:
+      samples: {'image': (n, S, S, 3) float [0, 1], 'index': (n,)} examples to draw; their
+        predictions and labels are looked up in `result.arrays` by index.
+    Returns:
+      file name -> path of each written file.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {name: os.path.join(output_dir, name) for name in FILES}
+    write_metrics_json(paths["metrics.json"], result, meta)
+    with open(paths["metrics.md"], "w") as f:
+        f.write(markdown(result, meta))
+    np.savez_compressed(paths["predictions.npz"], **result.arrays)
+    plot_pck_curves(paths["pck_curve.png"], result)
+    if samples is None or len(samples["index"]) == 0:
+        del paths["qualitative.png"]
+        return paths
+    a = result.arrays
+    rows = np.searchsorted(a["index"], np.asarray(samples["index"]))
+    if np.any(a["index"][np.minimum(rows, len(a["index"]) - 1)] != samples["index"]):
+        raise ValueError("samples['index'] holds indices that the result does not have")
+    err = np.linalg.norm(a["pred_uv"][rows] - a["gt_uv"][rows], axis=-1)
+    vis = a["visibility"][rows] > 0
+    mean_err = [float(e[v].mean()) if v.any() else float("nan") for e, v in zip(err, vis,
+                                                                                strict=True)]
+    titles = [f"#{int(i)}  2D err {e:.2f} output px" for i, e in zip(samples["index"], mean_err,
+                                                              strict=True)]
+    plot_qualitative(paths["qualitative.png"], samples["image"], a["pred_uv"][rows],
+                     a["gt_uv"][rows], a["visibility"][rows], int(a["output_size"][0]), titles)
+    return paths
+
+
+def _figure(figsize: tuple[float, float], rows: int = 1, cols: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, (axes[0, 0] if rows == cols == 1 else axes)

@@ -1,0 +1,166 @@
+"""evaluate_checkpoint / tools/evaluate.py on a tiny training checkpoint and synthetic_hands
+target_tiny (32 test examples, batch 12 that does not divide them)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tensorflow_datasets as tfds
+from flax import traverse_util
+from helpers import tiny_config
+from PIL import Image
+
+import hpe_jax.data  # noqa: F401  (registers synthetic_hands)
+from hpe_jax import export
+from hpe_jax.evaluation.evaluator import compute_metrics
+from hpe_jax.evaluation.report import FILES
+from hpe_jax.evaluation.run import evaluate_checkpoint
+from hpe_jax.training import checkpoint, factory
+from hpe_jax.training.state import TrainState
+
+SPLIT_SIZE, STEP = 32, 7
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def random_params(model, size, seed):
+    """RGB-path variables with random values of the usual scale (real `init` compiles for tens
+    of seconds on CPU; the values only need to differ between teacher and student)."""
+    abstract = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
+                              jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for col, tree in abstract.items():
+        flat = {}
+        for path, leaf in traverse_util.flatten_dict(dict(tree)).items():
+            if path[-1] == "kernel":
+                value = rng.normal(size=leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
+            elif path[-1] in ("scale", "var", "beta"):
+                value = rng.uniform(0.8, 1.2, leaf.shape)
+            else:
+                value = 0.05 * rng.normal(size=leaf.shape)
+            flat[path] = np.asarray(value, leaf.dtype)
+        out[col] = traverse_util.unflatten_dict(flat)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(config, workdir): target_tiny built in a tmp dir; a fine-tuning-phase checkpoint whose
+    EMA teacher differs from the student."""
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    # Train capped at the test split's size: only the test split is evaluated.
+    tfds.builder("synthetic_hands/target_tiny", data_dir=data_dir).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(max_examples_per_split=SPLIT_SIZE))
+    config = tiny_config()
+    config.data.target = "synthetic_hands/target_tiny"
+    config.data.data_dir = data_dir
+    config.eval_batch_size = 12
+    model = factory.build_model(config.model, None)
+    state = TrainState.create(random_params(model, 32, 0), optax.adam(1e-3),
+                              jax.random.PRNGKey(0))
+    teacher = random_params(model, 32, 1)
+    state = state.replace(step=jnp.int32(STEP), teacher_params=teacher["params"],
+                          teacher_batch_stats=teacher["batch_stats"])
+    workdir = str(tmp_path_factory.mktemp("run"))
+    checkpoint.save(checkpoint.make_manager(workdir, 2), state, wait=True)
+    return config, workdir
+
+
+@pytest.fixture(scope="module")
+def teacher_eval(run):
+    config, workdir = run
+    return evaluate_checkpoint(config, workdir)
+
+
+def test_writes_every_file_with_the_right_contents(run, teacher_eval):
+    config, workdir = run
+    res = teacher_eval
+    assert res.output_dir == os.path.join(workdir, f"eval_{STEP}")
+    assert sorted(os.listdir(res.output_dir)) == sorted(FILES)
+    assert res.step == STEP and res.weights == "teacher"
+
+    with open(os.path.join(res.output_dir, "metrics.json")) as f:
+        doc = json.load(f)
+    assert doc["num_samples"] == SPLIT_SIZE == doc["split_size"]
+    assert doc["metrics"]["num_samples"] == SPLIT_SIZE
+    assert (doc["dataset"], doc["split"], doc["step"]) == ("synthetic_hands/target_tiny", "test",
+                                                           STEP)
+    assert doc["checkpoint"].endswith(os.path.join("checkpoints", str(STEP)))
+    assert doc["weights"] == "teacher"
+    assert doc["metrics"]["known_root/epe_mean_mm"] == pytest.approx(
+        res.metrics["known_root/epe_mean_mm"])
+    assert len(doc["per_joint"]["pck_2d"]) == 21 and "auc_20_50" in doc["info"]
+
+    with np.load(os.path.join(res.output_dir, "predictions.npz")) as npz:
+        a = dict(npz)
+    np.testing.assert_array_equal(a["index"], np.arange(SPLIT_SIZE))
+    for key, shape in (("pred_3d", (SPLIT_SIZE, 21, 3)), ("gt_3d", (SPLIT_SIZE, 21, 3)),
+                       ("pred_uv", (SPLIT_SIZE, 21, 2)), ("gt_uv", (SPLIT_SIZE, 21, 2)),
+                       ("visibility", (SPLIT_SIZE, 21))):
+        assert a[key].shape == shape, key
+    np.testing.assert_array_equal(a["output_size"], np.full(SPLIT_SIZE, 8))
+    # The saved predictions reproduce the reported metrics exactly.
+    assert compute_metrics(a)[0] == pytest.approx(res.metrics, nan_ok=True)
+    # The ground truth is the eval split's, in order.
+    from hpe_jax.data import pipeline
+
+    ds = pipeline.eval_dataset("synthetic_hands/target_tiny", "test",
+                               data_dir=config.data.data_dir, input_size=32, output_size=8)
+    gt = np.stack([ex["uv"] for ex in ds.as_numpy_iterator()])
+    np.testing.assert_allclose(a["gt_uv"], gt, atol=1e-5)
+
+    with open(os.path.join(res.output_dir, "metrics.md")) as f:
+        md = f.read()
+    assert "| metric | value |" in md and f"| samples | {SPLIT_SIZE} |" in md
+    assert "| middle_mcp |" in md
+    for name in ("pck_curve.png", "qualitative.png"):
+        with Image.open(os.path.join(res.output_dir, name)) as im:
+            pixels = np.asarray(im.convert("RGB"))
+        assert min(pixels.shape[:2]) > 200 and pixels.std() > 10, name
+
+
+def test_student_flag_and_checkpoint_selection(run, teacher_eval, tmp_path):
+    config, workdir = run
+    res = evaluate_checkpoint(config, workdir, checkpoint=str(STEP),
+                              output_dir=str(tmp_path / "s"), student=True, num_qualitative=0)
+    assert res.weights == "student" and res.metrics["num_samples"] == SPLIT_SIZE
+    assert "qualitative.png" not in os.listdir(tmp_path / "s")
+    # Same labels, different weights -> different predictions.
+    np.testing.assert_array_equal(res.arrays["gt_3d"], teacher_eval.arrays["gt_3d"])
+    assert not np.allclose(res.arrays["pred_uv"], teacher_eval.arrays["pred_uv"])
+
+
+def test_missing_checkpoint_or_wrong_config_give_clear_errors(run, tmp_path):
+    config, workdir = run
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate_checkpoint(config, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no checkpoint found"):
+        evaluate_checkpoint(config, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 99 .* steps \[7\]"):
+        evaluate_checkpoint(config, workdir, checkpoint=99)
+    wide = tiny_config()
+    wide.model.width = 0.25
+    with pytest.raises(ValueError, match="not trained with this config.model"):
+        export.load_training_checkpoint(wide, workdir)
+    partial = tiny_config()
+    del partial["eval_batch_size"]
+    with pytest.raises(ValueError, match=r"no field config.eval_batch_size"):
+        evaluate_checkpoint(partial, workdir)
+
+
+def test_command_line_missing_checkpoint_prints_one_clear_message(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.evaluate", "--config=configs/default.py",
+         f"--workdir={tmp_path / 'nowhere'}"],
+        cwd=ROOT_DIR, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("tools.evaluate: ") and "does not exist" in last

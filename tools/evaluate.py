@@ -1,0 +1,47 @@
+"""Evaluates a training checkpoint on the target dataset's eval split and writes a report.
+
+    python -m tools.evaluate --config=configs/demo.py --workdir=runs/demo/train \
+        [--checkpoint=STEP_OR_PATH] [--output_dir=DIR] [--dataset=NAME] [--split=test] [--student]
+
+Writes metrics.json, metrics.md, predictions.npz, pck_curve.png and qualitative.png into
+--output_dir (default <workdir>/eval_<step>) and prints the markdown table. The EMA teacher's
+weights are evaluated where the checkpoint has them (--student: the student's).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's directory (checkpoints/).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None,
+                                  "Step number or checkpoint path (default: the latest).")
+_OUTPUT = flags.DEFINE_string("output_dir", None, "Report directory (default workdir/eval_STEP).")
+_DATASET = flags.DEFINE_string("dataset", None, "TFDS name (default config.data.target).")
+_SPLIT = flags.DEFINE_string("split", None, "Split (default config.data.eval_split).")
+_STUDENT = flags.DEFINE_bool("student", False, "Evaluate the student, not the EMA teacher.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
+
+    try:
+        res = evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value,
+                                  _OUTPUT.value, dataset=_DATASET.value, split=_SPLIT.value,
+                                  student=_STUDENT.value)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        sys.exit(f"tools.evaluate: {e}")
+    if res.files:
+        with open(res.files["metrics.md"]) as f:
+            print(f.read())
+    print(f"Wrote {sorted(res.files)} to {res.output_dir}")
+
+
+if __name__ == "__main__":
+    app.run(main)
