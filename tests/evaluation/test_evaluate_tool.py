@@ -50,13 +50,24 @@ def random_params(model, size, seed):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """(config, workdir): target_tiny built in a tmp dir; a fine-tuning-phase checkpoint whose
-    EMA teacher differs from the student."""
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
+def data_dir(request, tmp_path_factory):
+    """The session's tiny datasets where a conftest provides them (`tiny_data_dir`), else
+    target_tiny built here into a tmp dir."""
+    try:
+        return request.getfixturevalue("tiny_data_dir")
+    except pytest.FixtureLookupError:
+        pass
+    path = str(tmp_path_factory.mktemp("tfds"))
     # Train capped at the test split's size: only the test split is evaluated.
-    tfds.builder("synthetic_hands/target_tiny", data_dir=data_dir).download_and_prepare(
+    tfds.builder("synthetic_hands/target_tiny", data_dir=path).download_and_prepare(
         download_config=tfds.download.DownloadConfig(max_examples_per_split=SPLIT_SIZE))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(data_dir, tmp_path_factory):
+    """(config, workdir): a fine-tuning-phase checkpoint whose EMA teacher differs from the
+    student, and a config on target_tiny with eval batch 12 (does not divide 32)."""
     config = tiny_config()
     config.data.target = "synthetic_hands/target_tiny"
     config.data.data_dir = data_dir
@@ -134,6 +145,27 @@ def test_student_flag_and_checkpoint_selection(run, teacher_eval, tmp_path):
     # Same labels, different weights -> different predictions.
     np.testing.assert_array_equal(res.arrays["gt_3d"], teacher_eval.arrays["gt_3d"])
     assert not np.allclose(res.arrays["pred_uv"], teacher_eval.arrays["pred_uv"])
+
+
+def test_exported_checkpoint_on_raw_images_and_boxes_reproduces_the_evaluation(
+        run, teacher_eval, tmp_path):
+    """Export (teacher weights) -> load -> predict on the dataset's raw images with its hand
+    boxes and K: the Predictor's crop is the eval pipeline's, so its 2.5D output and its
+    recovered-root 3D (with the true hand scale) equal the evaluator's."""
+    config, workdir = run
+    ck = export.load_training_checkpoint(config, workdir)
+    pred = export.load(export.export_model(config, ck.variables, str(tmp_path / "exp")))
+    raw = list(tfds.load("synthetic_hands/target_tiny", split="test[:4]",
+                         data_dir=config.data.data_dir).as_numpy_iterator())
+    gt = np.stack([ex["keypoints_3d"] for ex in raw])
+    scale = np.linalg.norm(gt[:, 10] - gt[:, 9], axis=-1)
+    out = pred.predict(np.stack([ex["image"] for ex in raw]),
+                       boxes=np.stack([ex["bbox"] for ex in raw]),
+                       K=np.stack([ex["K"] for ex in raw]), scale_mm=scale)
+    a = teacher_eval.arrays
+    np.testing.assert_allclose(out["uv_output"], a["pred_uv"][:4], atol=1e-4)
+    np.testing.assert_allclose(out["z"], a["pred_z"][:4], atol=1e-4)
+    np.testing.assert_allclose(out["xyz"], a["pred_3d_recovered_root"][:4], rtol=1e-3)
 
 
 def test_missing_checkpoint_or_wrong_config_give_clear_errors(run, tmp_path):
