@@ -49,10 +49,9 @@ INFERENCE_MODULES = ("rgb_encoder", "decoder")
 #: The default crop margin around a given hand box (the evaluation pipeline's).
 DEFAULT_CROP_MARGIN = 0.2
 #: Default hand scale: the reference bone (middle MCP -> PIP, `skeleton.REFERENCE_BONE`) of the
-#: template adult hand (`kinematics.template_pose`), 44 mm. Metric 3D output is proportional to
-#: it; pass the user's own `scale_mm` when it is known.
-DEFAULT_SCALE_MM = float(np.linalg.norm(np.diff(
-    kinematics.template_pose()[list(skeleton.REFERENCE_BONE)], axis=0)))
+#: template adult hand, i.e. its middle proximal phalanx (`kinematics.PHALANGES`), 44 mm. Metric
+#: 3D output is proportional to it; pass the user's own `scale_mm` when it is known.
+DEFAULT_SCALE_MM = float(kinematics.PHALANGES[skeleton.FINGERS.index("middle"), 0])
 
 
 class RGBPoseNet(nn.Module):

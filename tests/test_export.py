@@ -15,7 +15,7 @@ from helpers import tiny_config
 from PIL import Image
 
 from hpe_jax import export
-from hpe_jax.hand import camera
+from hpe_jax.hand import camera, kinematics, skeleton
 from hpe_jax.models.dual_modality import DualModalityNet
 from hpe_jax.training import factory
 from tools import predict as predict_tool
@@ -99,6 +99,10 @@ def test_export_holds_only_inference_variables_and_a_self_describing_config(setu
     assert cfg["model"]["resnet_depth"] == 18 and cfg["model"]["width"] == 0.125
     assert len(cfg["joint_names"]) == 21 and cfg["joint_names"][0] == "wrist"
     assert cfg["reference_bone"] == [9, 10] and cfg["default_scale_mm"] == pytest.approx(44.0)
+    # The default scale is the template hand's reference bone.
+    template = kinematics.template_pose()
+    assert export.DEFAULT_SCALE_MM == pytest.approx(float(np.linalg.norm(
+        template[skeleton.REFERENCE_BONE[1]] - template[skeleton.REFERENCE_BONE[0]])), rel=1e-6)
     assert cfg["image_normalization"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert cfg["source"] == {"step": 3}
 
