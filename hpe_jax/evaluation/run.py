@@ -70,8 +70,8 @@ def evaluate_checkpoint(
       config: the training config (model, data sizes, data.data_dir, eval_batch_size).
       workdir: the training run's --workdir (or its checkpoints/ directory).
       checkpoint: None (latest), a step, or a path (checkpoints dir or one step's dir).
-      output_dir: where the files go; default <workdir>/eval_<step> (eval_<step>_student with
-        `student`).
+      output_dir: where the files go; default eval_<step> (eval_<step>_student with `student`)
+        beside the checkpoints/ directory, i.e. in the training workdir.
       dataset, split: default config.data.target and config.data.eval_split.
       student: evaluate the student's weights even where an EMA teacher exists.
       num_qualitative: examples drawn in qualitative.png (0: no drawing).
@@ -99,8 +99,9 @@ def evaluate_checkpoint(
                        output_size=config.data.output_size, devices=devices).run(ck.variables)
 
     if output_dir is None:
-        base = workdir or os.path.dirname(ck.path)
-        output_dir = os.path.join(base, f"eval_{ck.step}" + ("_student" if student else ""))
+        # Beside checkpoints/ (the run's workdir), never inside the orbax directory.
+        output_dir = os.path.join(os.path.dirname(ck.path),
+                                  f"eval_{ck.step}" + ("_student" if student else ""))
     meta = {
         "step": ck.step, "checkpoint": os.path.join(ck.path, str(ck.step)),
         "weights": ck.weights, "dataset": name, "split": split, "data_dir": data_dir,
