@@ -79,6 +79,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.b2 = 0.99
     c.optim.clip_norm = 0.0                    # 0 = no clipping
 
+    c.stop_after_steps = 0                     # >0: save and stop once this step is reached
+                                               # (time-boxed jobs); re-run to continue
     c.checkpoint_every_steps = 1000
     c.keep_checkpoints = 3
     c.log_every_steps = 50

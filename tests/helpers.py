@@ -5,19 +5,13 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from configs import default
+from configs import smoke
 
 
-def tiny_config() -> ml_collections.ConfigDict:
-    """The default config shrunk to a 32-px, width-1/8 ResNet-18 that compiles in seconds."""
-    c = default.get_config()
-    c.data.input_size = 32
-    c.data.output_size = 8
-    c.model.resnet_depth = 18
-    c.model.width = 0.125
-    c.model.deconv_features = 16
-    c.model.proj_hidden = 16
-    c.model.proj_dim = 8
+def tiny_config(data_dir: str = "") -> ml_collections.ConfigDict:
+    """configs/smoke.py: a 32-px, width-1/8 ResNet-18 on the tiny synthetic_hands configs."""
+    c = smoke.get_config()
+    c.data.data_dir = data_dir
     return c
 
 

@@ -91,7 +91,7 @@ def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
         train=True, seed=config.seed + 1, with_depth=with_depth, **common)
     target = pipeline.unlabelled_dataset(
         data.target, data.target_split, global_batch_size=config.finetune.unlabelled_batch_size,
-        seed=config.seed + 2, **common)
+        train=True, seed=config.seed + 2, **common)
     return ({"source": s, "target": t} for s, t in zip(source, target, strict=True))
 
 
@@ -183,7 +183,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             last_metrics.append(metrics)
             step += 1
             report(step, t0)
-            save_now = step % config.checkpoint_every_steps == 0 or step == plan.total_steps
+            stop_now = step == config.stop_after_steps
+            save_now = (step % config.checkpoint_every_steps == 0 or step == plan.total_steps
+                        or stop_now)
             if step % config.log_every_steps == 0 or save_now or preemption.requested:
                 host = [jax.tree_util.tree_map(lambda x: np.asarray(x[0]), m)
                         for m in jax.device_get(last_metrics)]
@@ -199,6 +201,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
             if preemption.requested:
                 logging.warning("Stopped at step %d after SIGTERM; checkpoint saved.", step)
+                break
+            if stop_now:
+                logging.info("Stopped at step %d (config.stop_after_steps).", step)
                 break
     manager.wait_until_finished()
     return jax_utils.unreplicate(rstate)
