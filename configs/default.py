@@ -19,14 +19,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.source = "synthetic_hands/source"   # labelled RGB + depth + mask (TFDS name)
     c.data.target = "synthetic_hands/target"   # unlabelled RGB (labels dropped on load)
     c.data.source_split = "train"
-    c.data.target_split = "train"
+    c.data.target_split = "train"             # TFDS slicing works, e.g. "train[:15000]" for
+                                               # FreiHAND/MVHand matched to STB's size
     c.data.eval_split = "test"                 # of the target dataset
     c.data.data_dir = ""                       # TFDS data_dir; "" = TFDS default
     c.data.input_size = 256
     c.data.output_size = 64                    # input / 4 (the decoder's resolution)
     c.data.depth_cube_mm = 300.0               # depth normalisation cube (pipeline.normalize_depth)
-    c.data.target_subset = 0                   # >0: use only this many target training images
-                                               # (FreiHAND/MVHand matched to STB's size)
 
     c.model = ml_collections.ConfigDict()
     c.model.resnet_depth = 101

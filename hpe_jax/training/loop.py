@@ -55,8 +55,6 @@ def make_plan(config: ml_collections.ConfigDict) -> Plan:
     ft_steps = 0
     if config.finetune.epochs > 0:
         n_tgt = pipeline.num_examples(data.target, data.target_split, data_dir)
-        if data.target_subset > 0:
-            n_tgt = min(n_tgt, data.target_subset)
         ft_steps = config.finetune.epochs * optim.steps_per_epoch(
             n_tgt, config.finetune.unlabelled_batch_size)
     return Plan(config.pretrain.epochs * per_epoch, ft_steps, per_epoch)
