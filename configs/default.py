@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.lambda_c = 0.1                      # contrastive weight
     c.loss.temperature = 0.5
     c.loss.contrast_variant = "paper"          # "paper" (Eq. 3) or "simclr"
+    c.loss.contrast_mode = "ours"              # ours | intra | intra_cross | l1_align (Table 3)
     c.loss.use_depth = True                    # + M(y_D)      (Table 4 ablation switches)
     c.loss.use_fused = True                    # + M(y_F)
     c.loss.use_contrast = True                 # + L_c

@@ -66,19 +66,47 @@ def pretrain_losses(
         metrics.update({f"M_{name}/{k}": v for k, v in m.items()})
     metrics["L_s"] = total
     if loss.use_contrast:
-        eta = lambda a, b: nt_xent(a, b, loss.temperature, axis_name, loss.contrast_variant)  # noqa: E731
-        terms = {"rgb": eta(view["rgb"]["projection"], pos["rgb"]["projection"])}
-        if loss.use_depth:
-            terms["depth"] = eta(view["depth"]["projection"], pos["depth"]["projection"])
-        if loss.use_fused:
-            terms["rgb_fused"] = eta(view["rgb"]["projection"], view["fused"]["projection"])
-            terms["rgb_fused_pos"] = eta(pos["rgb"]["projection"], pos["fused"]["projection"])
+        terms = contrastive_terms(view, pos, loss, axis_name)
         l_c = sum(terms.values())
         metrics.update({f"L_c/{k}": v for k, v in terms.items()})
         metrics["L_c"] = l_c
         total = total + loss.lambda_c * l_c
     metrics["loss"] = total
     return total, metrics
+
+
+def contrastive_terms(
+    view: dict, pos: dict, loss: ml_collections.ConfigDict, axis_name: str | None
+) -> dict[str, jnp.ndarray]:
+    """The terms of L_c for `loss.contrast_mode` (Table 3 of the paper).
+
+    'ours' (Eq. 7): eta(z_R, z_R+) + eta(z_D, z_D+) + eta(z_R, z_F) + eta(z_R+, z_F+); RGB and
+    depth features are never paired directly. 'intra': the two intra-modal terms only.
+    'intra_cross': intra-modal plus direct RGB-depth contrast eta(z_R, z_D) + eta(z_R+, z_D+).
+    'l1_align': mean |z_R - z_D|_1 feature alignment (no negatives). Terms that need the depth
+    path are dropped when `loss.use_depth` is off; the fused ones when `loss.use_fused` is off.
+    """
+    def eta(a: str, b: str, first: dict, second: dict) -> jnp.ndarray:
+        return nt_xent(first[a]["projection"], second[b]["projection"], loss.temperature,
+                       axis_name, loss.contrast_variant)
+
+    mode = loss.contrast_mode
+    if mode not in ("ours", "intra", "intra_cross", "l1_align"):
+        raise ValueError(f"unknown loss.contrast_mode {mode!r}; use ours, intra, intra_cross "
+                         "or l1_align")
+    if mode == "l1_align":
+        return {"l1_rgb_depth": jnp.mean(jnp.abs(view["rgb"]["projection"]
+                                                 - view["depth"]["projection"]))}
+    terms = {"rgb": eta("rgb", "rgb", view, pos)}
+    if loss.use_depth:
+        terms["depth"] = eta("depth", "depth", view, pos)
+    if mode == "ours" and loss.use_fused:
+        terms["rgb_fused"] = eta("rgb", "fused", view, view)
+        terms["rgb_fused_pos"] = eta("rgb", "fused", pos, pos)
+    if mode == "intra_cross" and loss.use_depth:
+        terms["rgb_depth"] = eta("rgb", "depth", view, view)
+        terms["rgb_depth_pos"] = eta("rgb", "depth", pos, pos)
+    return terms
 
 
 def _needs_depth(loss: ml_collections.ConfigDict) -> bool:

@@ -7,6 +7,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import jax_utils
 from helpers import labelled_batch, shard, tiny_config, unlabelled_batch
 
@@ -102,3 +103,25 @@ def test_state_create():
     config = tiny_config()
     _, state = _state(config)
     assert isinstance(state, TrainState) and int(state.step) == 0 and state.teacher_params is None
+
+
+def test_contrast_modes_pair_the_documented_streams():
+    rng = np.random.default_rng(0)
+    out = lambda: {k: {"projection": rng.normal(size=(4, 8)).astype(np.float32)}  # noqa: E731
+                   for k in ("rgb", "depth", "fused")}
+    view, pos = out(), out()
+    config = tiny_config()
+    expected = {
+        "ours": {"rgb", "depth", "rgb_fused", "rgb_fused_pos"},
+        "intra": {"rgb", "depth"},
+        "intra_cross": {"rgb", "depth", "rgb_depth", "rgb_depth_pos"},
+        "l1_align": {"l1_rgb_depth"},
+    }
+    for mode, keys in expected.items():
+        config.loss.contrast_mode = mode
+        terms = steps.contrastive_terms(view, pos, config.loss, None)
+        assert set(terms) == keys, mode
+        assert all(np.isfinite(float(v)) for v in terms.values())
+    config.loss.contrast_mode = "bogus"
+    with pytest.raises(ValueError, match="contrast_mode"):
+        steps.contrastive_terms(view, pos, config.loss, None)
