@@ -23,11 +23,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.proj_hidden = 128
     c.model.proj_dim = 64
     c.pretrain.batch_size = 32
-    c.pretrain.epochs = 6
+    c.pretrain.epochs = 3                   # 375 steps of batch 32 (4,000 source images)
     c.pretrain.lr = 1e-3                    # a small network from scratch: a larger step than
                                             # the paper's 2.5e-4 for an ImageNet ResNet-101
-    c.pretrain.decay_epochs = (4, 5)
-    c.finetune.epochs = 2
+    c.pretrain.decay_epochs = (2.0, 2.5)    # the paper's 40/60 and 50/60 of the schedule
+    c.finetune.epochs = 1                   # 250 steps of 16 labelled + 16 unlabelled
     c.finetune.batch_size = 16
     c.finetune.unlabelled_batch_size = 16
     c.finetune.lr = 1e-4
