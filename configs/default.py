@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict()
     c.loss.lambda_z = 50.0                     # SemiHand Eq. 2
+    c.loss.uv_scale = 1.0                      # uv unit of l: 64 / output_size (64-px heatmap
+                                               # pixels), keeping the paper's loss balance and
+                                               # epsilon at any output size
     c.loss.lambda_m = 100.0                    # mask L1 weight
     c.loss.lambda_dm = 50.0                    # depth-map L1: the paper's "lambda_d = 50"
     c.loss.lambda_c = 0.1                      # contrastive weight
@@ -53,9 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.lambda_dist = 0.2                   # distillation: the paper's "lambda_f = 0.2"
     c.loss.use_pseudo = True                   # + L_l
     c.loss.use_distill = True                  # + L_d
-    c.loss.epsilon = 1.5                       # keep pseudo-labels with C(r) <= epsilon. Units of
-                                               # l (output px^2 + 50 * bone-units^2, joint mean):
-                                               # calibrate per output size (METHOD.md section 2).
+    c.loss.epsilon = 1.5                       # keep pseudo-labels with C(r) <= epsilon, in units
+                                               # of l (64-px-heatmap px^2 + 50 bone-units^2, mean
+                                               # over joints); check the kept share it logs.
     c.loss.distill_stop_gradient = True        # L_d = M(y_R, sg(y_F))
 
     c.pretrain = ml_collections.ConfigDict()

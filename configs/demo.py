@@ -32,9 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.finetune.unlabelled_batch_size = 16
     c.finetune.lr = 1e-4
     c.finetune.ema_decay = 0.99
-    # epsilon is in units of l (output px^2 + 50 bone-units^2): a 16-px heatmap is a quarter of
-    # the paper's 64 px, so pixel errors are 4x smaller and their squares 16x.
-    c.loss.epsilon = 1.5
+    c.loss.uv_scale = 64 / 16               # uv in 64-px-heatmap units: the paper's balance
     c.checkpoint_every_steps = 200
     c.log_every_steps = 20
     c.eval_batch_size = 64

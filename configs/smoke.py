@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.target = "synthetic_hands/target_tiny"
     c.data.input_size = 32
     c.data.output_size = 8
+    c.loss.uv_scale = 64 / 8
     c.model.resnet_depth = 18
     c.model.width = 0.125
     c.model.deconv_features = 16

@@ -77,7 +77,9 @@ def pseudo_label(poses_uv: Array, poses_z: Array) -> tuple[Array, Array]:
     return jnp.mean(poses_uv, axis=0), jnp.mean(poses_z, axis=0)
 
 
-def pseudo_label_confidence(poses_uv: Array, poses_z: Array, lambda_z: float = 50.0) -> Array:
+def pseudo_label_confidence(
+    poses_uv: Array, poses_z: Array, lambda_z: float = 50.0, uv_scale: float = 1.0
+) -> Array:
     """C(r): the mean 2.5D distance l of the K poses to their mean r (their spread); (...,).
 
     Same units as `objectives.pose.pose_distance_25d` (uv as given, z as given; mean over joints),
@@ -86,5 +88,6 @@ def pseudo_label_confidence(poses_uv: Array, poses_z: Array, lambda_z: float = 5
     from hpe_jax.objectives.pose import pose_distance_25d  # noqa: PLC0415  (avoid import cycle)
 
     r_uv, r_z = pseudo_label(poses_uv, poses_z)
-    dists = pose_distance_25d(poses_uv, poses_z, r_uv[None], r_z[None], lambda_z)
+    dists = pose_distance_25d(poses_uv, poses_z, r_uv[None], r_z[None], lambda_z,
+                              uv_scale=uv_scale)
     return jnp.mean(dists, axis=0)

@@ -1,8 +1,10 @@
 """The 2.5D pose distance l (SemiHand Eq. 2).
 
-Units (the papers give none; METHOD.md section 2): uv in output-heatmap pixels, z in
-reference-bone units (`hand.camera`); the distance is averaged over joints, so one joint off by
-one heatmap pixel costs 1/21. The pseudo-label threshold epsilon is in these units.
+Units (the papers give none; METHOD.md section 2): uv in pixels of a 64 x 64 heatmap (the
+paper's output size), z in reference-bone units (`hand.camera`); the distance is averaged over
+joints, so one joint off by one such pixel costs 1/21. A model with another output size passes
+`uv_scale = 64 / output_size`, which keeps the paper's balance between the uv term, lambda_z, the
+mask/depth weights and the pseudo-label threshold epsilon (all in these units).
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ Array = jnp.ndarray
 
 def pose_distance_25d(
     uv1: Array, z1: Array, uv2: Array, z2: Array, lambda_z: float = 50.0,
-    weights: Array | None = None,
+    weights: Array | None = None, uv_scale: float = 1.0,
 ) -> Array:
     """l(p1, p2) = mean_j (||uv1_j - uv2_j||^2 + lambda_z * (z1_j - z2_j)^2); shape (...,).
 
     Args:
       uv1, uv2: (..., J, 2) pixels; z1, z2: (..., J) reference-bone units.
       weights: optional (..., J) joint weights (e.g. visibility); the mean is then weighted.
+      uv_scale: multiplies uv differences (64 / output_size: uv in 64-px-heatmap pixels).
     """
-    per_joint = jnp.sum((uv1 - uv2) ** 2, axis=-1) + lambda_z * (z1 - z2) ** 2
+    per_joint = (uv_scale ** 2 * jnp.sum((uv1 - uv2) ** 2, axis=-1)
+                 + lambda_z * (z1 - z2) ** 2)
     if weights is None:
         return jnp.mean(per_joint, axis=-1)
     weights = weights.astype(per_joint.dtype)
@@ -36,6 +40,7 @@ def multimodal_loss(
     lambda_z: float = 50.0,
     lambda_m: float = 100.0,
     lambda_dm: float = 50.0,
+    uv_scale: float = 1.0,
 ) -> dict[str, Array]:
     """M(y, y_gt) = l(p, p_gt) + lambda_m |m - m_gt|_1 + lambda_dm |dmap - dmap_gt|_1 (Eq. 2).
 
@@ -51,7 +56,7 @@ def multimodal_loss(
       Terms the target lacks are 0.
     """
     per_example = {"pose": pose_distance_25d(pred["uv"], pred["z"], target["uv"], target["z"],
-                                             lambda_z)}
+                                             lambda_z, uv_scale=uv_scale)}
     zero = jnp.zeros_like(per_example["pose"])
     per_example["mask"] = (
         jnp.mean(jnp.abs(pred["mask"] - target["mask"]), axis=(1, 2, 3))

@@ -52,6 +52,7 @@ def make_pseudo_labels(
     *,
     lambda_z: float,
     epsilon: float,
+    uv_scale: float = 1.0,
 ) -> dict[str, Array]:
     """r = (p_R + rho(p_R) + p_F + rho(p_F)) / 4, its confidence C(r), and the keep mask.
 
@@ -66,6 +67,6 @@ def make_pseudo_labels(
     uvs = jnp.stack([pose_r[0], corr_r[0], pose_f[0], corr_f[0]])
     zs = jnp.stack([pose_r[1], corr_r[1], pose_f[1], corr_f[1]])
     r_uv, r_z = pseudo_label(uvs, zs)
-    conf = pseudo_label_confidence(uvs, zs, lambda_z)
+    conf = pseudo_label_confidence(uvs, zs, lambda_z, uv_scale)
     keep = (conf <= epsilon).astype(jnp.float32)
     return {"uv": r_uv, "z": r_z, "confidence": conf, "keep": keep}

@@ -35,7 +35,7 @@ def _targets(batch: Batch, with_maps: bool) -> Batch:
 
 def _m_loss(pred: dict, target: Batch, loss: ml_collections.ConfigDict) -> dict:
     return multimodal_loss(pred, target, lambda_z=loss.lambda_z, lambda_m=loss.lambda_m,
-                           lambda_dm=loss.lambda_dm)
+                           lambda_dm=loss.lambda_dm, uv_scale=loss.uv_scale)
 
 
 def _split(tree: Any, n: int) -> tuple[Any, Any]:
@@ -219,7 +219,8 @@ def finetune_step(
     t_vars = jax.lax.stop_gradient(t_vars)
     t_r, t_f, _ = two_pass(model, t_vars, tgt["image_weak"], train=False)
     labels = make_pseudo_labels((t_r["uv"], t_r["z"]), (t_f["uv"], t_f["z"]), tgt["K_weak"],
-                                template, lambda_z=loss.lambda_z, epsilon=loss.epsilon)
+                                template, lambda_z=loss.lambda_z, epsilon=loss.epsilon,
+                                uv_scale=loss.uv_scale)
     labels = jax.lax.stop_gradient(labels)
     # Carry r into the student's strong view by the known affine (z is scale-free: unchanged).
     r_uv = apply_affine(tgt["weak_to_strong"], labels["uv"])
