@@ -26,6 +26,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.input_size = 256
     c.data.output_size = 64                    # input / 4 (the decoder's resolution)
     c.data.depth_cube_mm = 300.0               # depth normalisation cube (pipeline.normalize_depth)
+    # Augmentation (data/augment.py AugmentConfig; the paper gives no ranges): G for the labelled
+    # positive pairs and the strong unlabelled view, the weak_* fields for the teacher's view.
+    c.data.augment = ml_collections.ConfigDict(dict(
+        rotation_deg=180.0, scale_range=(0.8, 1.2), translation=0.08,
+        weak_rotation_deg=15.0, weak_scale_range=(0.9, 1.1), weak_translation=0.04))
 
     c.model = ml_collections.ConfigDict()
     c.model.resnet_depth = 101

@@ -76,9 +76,11 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
 def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
     """The input iterators of a phase, positioned at `start_step` within that phase."""
     data = config.data
+    augment = pipeline.AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                        for k, v in data.augment.items()})
     common = dict(data_dir=data.data_dir or None, input_size=data.input_size,
                   output_size=data.output_size, depth_cube_mm=data.depth_cube_mm,
-                  start_step=start_step)
+                  start_step=start_step, augment=augment)
     with_depth = bool(config.loss.use_depth or config.loss.use_fused)
     if phase == "pretrain":
         return pipeline.labelled_dataset(
