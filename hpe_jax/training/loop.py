@@ -81,7 +81,9 @@ def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
     common = dict(data_dir=data.data_dir or None, input_size=data.input_size,
                   output_size=data.output_size, depth_cube_mm=data.depth_cube_mm,
                   start_step=start_step, augment=augment)
-    with_depth = bool(config.loss.use_depth or config.loss.use_fused)
+    # The labelled source always carries depth and mask (the method's premise): they are the
+    # mask / depth-map targets of M even when the depth branch is switched off (Table 4, row 1).
+    with_depth = True
     if phase == "pretrain":
         return pipeline.labelled_dataset(
             data.source, data.source_split, global_batch_size=config.pretrain.batch_size,
