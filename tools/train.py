@@ -51,7 +51,12 @@ def main(argv: list[str]) -> None:
         from jax.experimental import multihost_utils  # noqa: PLC0415
 
         multihost_utils.sync_global_devices("datasets prepared")
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    from hpe_jax.training.loop import Preempted  # noqa: PLC0415
+
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except Preempted as stop:  # SIGTERM: the checkpoint is saved; exit cleanly (status 0)
+        logging.warning("%s", stop)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,14 @@ class NonFiniteLossError(RuntimeError):
     """Training stopped because a loss term became NaN or Inf."""
 
 
+class Preempted(Exception):  # noqa: N818  (a stop, not an error)
+    """SIGTERM arrived: a checkpoint was saved at `step`; re-running the same command resumes."""
+
+    def __init__(self, step: int):
+        super().__init__(f"preempted at step {step}; checkpoint saved, re-run to resume")
+        self.step = step
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """Step counts of the run, derived from the config and the split sizes."""
@@ -203,7 +211,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
             if preemption.requested:
                 logging.warning("Stopped at step %d after SIGTERM; checkpoint saved.", step)
-                break
+                manager.wait_until_finished()
+                # Callers (demo, ablation) must not go on to their next stage.
+                raise Preempted(step)
             if stop_now:
                 logging.info("Stopped at step %d (config.stop_after_steps).", step)
                 break
