@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.finetune.ema_decay = 0.99
     c.loss.uv_scale = 64 / 16               # uv in 64-px-heatmap units: the paper's balance
     c.checkpoint_every_steps = 200
+    c.keep_checkpoints = 10                 # keeps the switch checkpoint, so a re-run of the
+                                            # demo can evaluate the baseline again
     c.log_every_steps = 20
     c.eval_batch_size = 64
     return c

@@ -33,14 +33,7 @@ def main(argv: list[str]) -> None:
     print(open(os.path.join(_WORKDIR.value, f"table{_TABLE.value}.md")).read())
 
 
-def _main(argv: list[str]) -> None:
-    from hpe_jax.training.loop import Preempted  # noqa: PLC0415
-
-    try:
-        main(argv)
-    except Preempted as stop:  # SIGTERM: saved; re-running resumes where it stopped
-        logging.warning("%s", stop)
-
-
 if __name__ == "__main__":
-    app.run(_main)
+    from hpe_jax.training.loop import stop_quietly_when_preempted
+
+    app.run(stop_quietly_when_preempted(main))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,18 @@ class Preempted(Exception):  # noqa: N818  (a stop, not an error)
     def __init__(self, step: int):
         super().__init__(f"preempted at step {step}; checkpoint saved, re-run to resume")
         self.step = step
+
+
+def stop_quietly_when_preempted(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """Wraps a tool's absl `main`: after a SIGTERM save it logs and returns (exit status 0)."""
+
+    def wrapped(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except Preempted as stop:
+            logging.warning("%s", stop)
+
+    return wrapped
 
 
 @dataclasses.dataclass(frozen=True)
