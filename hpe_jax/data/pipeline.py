@@ -80,11 +80,30 @@ def _read(builder, split: str, drop: tuple[str, ...] = ()) -> tf.data.Dataset:
     return ds
 
 
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+    """An encoded RGB image (JPEG, PNG, ...) -> (H, W, 3) uint8.
+
+    JPEGs are decoded with libjpeg's accurate integer IDCT, the default of PIL and torchvision,
+    rather than TF's default fast IDCT (which is up to 3 levels off): a synthetic target image
+    then reads back as exactly the pixels its renderer made, and a real dataset's JPEGs read as
+    they do in PyTorch code.
+    """
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+    )
+    image.set_shape([None, None, 3])
+    return image
+
+
 def _decode(builder, ex: dict) -> dict:
     feats = builder.info.features
     out = dict(ex)
     for k in _ENCODED:
-        if k in out:
+        if k == "image" and k in out:
+            out[k] = decode_image(out[k])
+        elif k in out:
             out[k] = feats[k].decode_example(out[k])
     if "depth" in out and out["depth"].shape.rank == 2:
         out["depth"] = out["depth"][..., None]

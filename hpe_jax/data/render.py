@@ -18,6 +18,8 @@ Outputs of `render` (H = W = image_size):
                front of the joint (`joint_visibility`).
   K            (3, 3) float32; bbox (4,) float32 [u_min, v_min, u_max, v_max] around the visible
                hand pixels and the keypoints.
+  image_jpeg   bytes, only for styles with `jpeg_quality`: the JPEG the "camera" wrote; `image`
+               is its decode with libjpeg's accurate integer IDCT (PIL's default).
 """
 
 from __future__ import annotations
@@ -204,19 +206,30 @@ def _coords(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _shape_mask(rng: np.random.Generator, size: int, centre=None, extent=None) -> np.ndarray:
     """A random filled ellipse, rectangle or bar (size, size) bool."""
-    u, v = _coords(size)
     c = rng.uniform(0, size, 2) if centre is None else centre
     half = rng.uniform(0.05, 0.25, 2) * size if extent is None else extent
     th = rng.uniform(0, np.pi)
-    du, dv = u - c[0], v - c[1]
-    x = (du * np.cos(th) + dv * np.sin(th)) / half[0]
-    y = (-du * np.sin(th) + dv * np.cos(th)) / half[1]
     kind = rng.integers(3)
+    mask = np.zeros((size, size), bool)
+    # Only the square around the shape's circumscribed circle is evaluated: a shape covers a few
+    # per cent of the image, and the full-image arithmetic was a visible share of a sample's time.
+    reach = float(np.hypot(half[0], half[1]))
+    u0, v0 = (max(int(np.floor(c[k] - reach)), 0) for k in (0, 1))
+    u1, v1 = (min(int(np.ceil(c[k] + reach)) + 1, size) for k in (0, 1))
+    if u1 <= u0 or v1 <= v0:
+        return mask
+    du = np.arange(u0, u1, dtype=np.float32)[None, :] - np.float32(c[0])
+    dv = np.arange(v0, v1, dtype=np.float32)[:, None] - np.float32(c[1])
+    x = (du * np.float32(np.cos(th)) + dv * np.float32(np.sin(th))) / np.float32(half[0])
+    y = (dv * np.float32(np.cos(th)) - du * np.float32(np.sin(th))) / np.float32(half[1])
     if kind == 0:
-        return x * x + y * y <= 1.0
-    if kind == 1:
-        return (np.abs(x) <= 1.0) & (np.abs(y) <= 1.0)
-    return (np.abs(x) <= 1.0) & (np.abs(y) <= 0.25)
+        inside = x * x + y * y <= 1.0
+    elif kind == 1:
+        inside = (np.abs(x) <= 1.0) & (np.abs(y) <= 1.0)
+    else:
+        inside = (np.abs(x) <= 1.0) & (np.abs(y) <= 0.25)
+    mask[v0:v1, u0:u1] = inside
+    return mask
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -241,8 +254,8 @@ def background(rng: np.random.Generator, style: Style, size: int) -> np.ndarray:
             w = 0.5 + 0.5 * np.sin(2 * np.pi * (u * np.cos(th) + v * np.sin(th)) / period
                                    + rng.uniform(0, 2 * np.pi))
             w = w[..., None]
-        img = c1 * (1 - w) + c2 * w
-        img = img * (0.8 + 0.4 * fractal_noise(rng, size, 1, (16, 48)))
+        img = c1 + (c2 - c1) * w
+        img *= 0.8 + 0.4 * fractal_noise(rng, size, 1, (16, 48))
     else:
         c1 = _random_colour(rng)
         if rng.uniform() < 0.5:
@@ -331,17 +344,19 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
     if noise > 0:
         img = img + rng.standard_normal(img.shape, np.float32) * np.float32(noise)
     img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    jpeg = None
     if style.jpeg_quality is not None:
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="JPEG",
                                   quality=int(rng.integers(style.jpeg_quality[0],
                                                            style.jpeg_quality[1] + 1)))
-        img = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        jpeg = buf.getvalue()
+        img = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # libjpeg's accurate IDCT
 
     body = body_radii(hand.joints, a[:n_hand], b[:n_hand], radius[:n_hand])
     visibility = joint_visibility(uv, hand.joints[:, 2], body, depth, hand_mask)
     bbox = hand_box(uv, hand_mask)
-    return {
+    out = {
         "image": img,
         "depth": depth,
         "mask": hand_mask[..., None].astype(np.uint8),
@@ -351,6 +366,9 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
         "K": K.astype(np.float32),
         "bbox": bbox,
     }
+    if jpeg is not None:
+        out["image_jpeg"] = jpeg
+    return out
 
 
 def body_radii(joints: np.ndarray, a: np.ndarray, b: np.ndarray, radius: np.ndarray

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow_datasets as tfds
 
-from hpe_jax.data import render, styles
+from hpe_jax.data import pipeline, render, styles
 from hpe_jax.data.builders import synthetic_hands
 
 
@@ -35,3 +35,16 @@ def test_config_from_any_style():
     builder = tfds.builder("synthetic_hands", config=cfg, data_dir="/nonexistent")
     assert builder.builder_config.name == "dim"
     assert builder.info.features["image"].shape == (None, None, 3)
+
+
+def test_stored_target_images_read_back_as_the_rendered_pixels(tiny_data_dir):
+    # The capture style's JPEG is stored as written; the pipeline's decoder (accurate IDCT) must
+    # give back exactly the pixels the renderer produced, not TF's fast-IDCT approximation.
+    builder = tfds.builder("synthetic_hands/target_tiny", data_dir=tiny_data_dir)
+    ds = builder.as_dataset(split="test", decoders={"image": tfds.decode.SkipDecoding()})
+    for ex in tfds.as_numpy(ds.take(3)):
+        index = int(ex["id"].decode().split("_")[1])
+        want = render.render_example(styles.CAPTURE, 0, index, 128,
+                                     synthetic_hands.SPLIT_IDS["test"])
+        assert ex["image"] == want["image_jpeg"]
+        np.testing.assert_array_equal(pipeline.decode_image(ex["image"]).numpy(), want["image"])

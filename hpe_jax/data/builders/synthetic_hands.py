@@ -35,9 +35,10 @@ SPLIT_IDS = {"train": 0, "test": 1}
 
 def _png(array: np.ndarray) -> bytes:
     """PNG bytes of a uint8 (H, W, 3) or (H, W) image. PIL encodes several times faster than
-    TFDS's default TF-graph encoder, which would otherwise dominate the build time."""
+    TFDS's default TF-graph encoder, which would otherwise dominate the build time; level 1
+    takes 0.45 ms less than level 3 on a 128-px capture image for files ~1% larger."""
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=3)
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -79,8 +80,12 @@ def config_from_style(
 class SyntheticHands(tfds.core.GeneratorBasedBuilder):
     """Procedurally rendered right hands: a labelled source and a captured-looking target."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "JPEG styles store the camera's JPEG instead of a PNG of its decode; faster "
+                 "background shapes (different random shapes for the same seed).",
+    }
     BUILDER_CONFIGS = [
         config_from_style(styles.RENDER, name="source"),
         config_from_style(styles.CAPTURE, name="target"),
@@ -139,7 +144,9 @@ def _render_encoded(job: tuple) -> tuple[str, dict]:
     ex = render.render_example(style, seed, index, image_size, split_id)
     key = f"{split}_{index:06d}"
     out = {
-        "image": _png(ex["image"]),
+        # A style that ends in JPEG keeps the camera's own JPEG (exactly what `render` decoded);
+        # the others are stored losslessly.
+        "image": ex["image_jpeg"] if "image_jpeg" in ex else _png(ex["image"]),
         "keypoints_2d": ex["keypoints_2d"],
         "keypoints_3d": ex["keypoints_3d"],
         "visibility": ex["visibility"],
