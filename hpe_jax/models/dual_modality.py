@@ -87,23 +87,35 @@ class DualModalityNet(nn.Module):
         self.depth_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
 
     def __call__(self, rgb: Array | None = None, depth: Array | None = None, *,
-                 train: bool) -> dict[str, dict[str, Array]]:
+                 train: bool, ways: tuple[str, ...] | None = None
+                 ) -> dict[str, dict[str, Array]]:
         """Runs every way in that the inputs allow.
 
         Args:
           rgb: (N, S, S, 3) or None. depth: (N, S, S, 1) or None. At least one is needed.
           train: BatchNorm in training mode (pass mutable=['batch_stats'] to apply).
+          ways: which of 'rgb', 'depth', 'fused' to compute (default: all the inputs allow).
+            The second pass of fine-tuning asks for ('fused',) alone: the depth encoder still
+            runs (its attention weights drive the fused pass), but neither E_R's plain pass nor
+            the depth head does.
         Returns:
           {'rgb': y_R, 'depth': y_D, 'fused': y_F} restricted to the available ways; each value
           is the decoder dict ('uv' (N, J, 2), 'z' (N, J), 'heatmaps' (N, s, s, J), 'mask',
           'depth_map' (N, s, s, 1)) plus 'projection' (N, proj_dim), all float32.
         """
         _check_inputs(rgb, depth)
+        available = (("rgb",) if rgb is not None else ()) + (
+            ("depth",) if depth is not None else ()) + (
+            ("fused",) if rgb is not None and depth is not None else ())
+        ways = available if ways is None else tuple(ways)
+        if not ways or not set(ways) <= set(available):
+            raise ValueError(f"ways={ways} needs inputs that were not given; with these inputs "
+                             f"the ways are {available}.")
         outs: dict[str, dict[str, Array]] = {}
-        if rgb is not None:
+        if "rgb" in ways:
             s_r = self.rgb_encoder(rgb, train=train)[-1]
             outs["rgb"] = self._head(s_r, self.rgb_projection, train)
-        if depth is not None:
+        if "depth" in ways or "fused" in ways:
             weights: list[Array] = []
 
             def self_attention_hook(site: int, f: Array) -> Array:
@@ -112,8 +124,9 @@ class DualModalityNet(nn.Module):
                 return attention.self_attend(w, f)
 
             s_d = self.depth_encoder(depth, train=train, site_hook=self_attention_hook)[-1]
-            outs["depth"] = self._head(s_d, self.depth_projection, train)
-            if rgb is not None:
+            if "depth" in ways:
+                outs["depth"] = self._head(s_d, self.depth_projection, train)
+            if "fused" in ways:
                 s_f = self.rgb_encoder(
                     rgb, train=train, site_hook=lambda site, f: attention.fuse(weights[site], f)
                 )[-1]

@@ -186,7 +186,8 @@ def two_pass(
     y_r = out["rgb"]
     depth_in = jax.lax.stop_gradient(_upsample_depth(y_r["depth_map"], image.shape[1]))
     variables = {"params": variables["params"], "batch_stats": stats["batch_stats"]}
-    out = model.apply(variables, rgb=image, depth=depth_in, train=train, **kwargs)
+    out = model.apply(variables, rgb=image, depth=depth_in, train=train, ways=("fused",),
+                      **kwargs)
     out, stats = out if train else (out, stats)
     return y_r, out["fused"], stats["batch_stats"]
 

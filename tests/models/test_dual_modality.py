@@ -64,6 +64,12 @@ def test_single_modality_ways_and_predict_rgb(small):
     for key in ("uv", "z", "mask", "projection"):
         np.testing.assert_allclose(pred[key], both["rgb"][key], atol=1e-4)
         np.testing.assert_allclose(only_depth["depth"][key], both["depth"][key], atol=1e-4)
+    # The fused way alone (fine-tuning's second pass) is the fused way of the full call.
+    only_fused = jax.jit(lambda v, r, d: model.apply(v, rgb=r, depth=d, train=False,
+                                                     ways=("fused",)))(variables, rgb, depth)
+    assert set(only_fused) == {"fused"}
+    for key in ("uv", "z", "mask", "projection"):
+        np.testing.assert_allclose(only_fused["fused"][key], both["fused"][key], atol=1e-4)
 
 
 def test_attention_sits_at_exactly_the_five_documented_places(small):
@@ -113,5 +119,7 @@ def test_bad_inputs_are_clear_errors(small):
         model.apply(variables, depth=depth[..., 0], train=False)
     with pytest.raises(ValueError, match="share batch size"):
         model.apply(variables, rgb=rgb, depth=depth[:1], train=False)
+    with pytest.raises(ValueError, match="needs inputs that were not given"):
+        model.apply(variables, rgb=rgb, train=False, ways=("fused",))
     with pytest.raises(ValueError, match="resnet_depth=152"):
         DualModalityNet(resnet_depth=152).apply(variables, rgb=rgb, train=False)

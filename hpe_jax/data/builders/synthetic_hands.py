@@ -19,6 +19,7 @@ or  tfds.builder('synthetic_hands/source', data_dir=...).download_and_prepare()
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import multiprocessing
@@ -123,8 +124,31 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
         # uses JAX, whose runtime threads do not survive a fork. imap keeps the order, and every
         # example depends only on (style, seed, split, index): the bytes equal a serial build.
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers) as pool:
+        with _single_threaded_blas():  # the workers start here, with that environment
+            pool = ctx.Pool(workers)
+        with pool:
             yield from pool.imap(_render_encoded, jobs, chunksize=16)
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """One BLAS/OpenMP thread in processes spawned inside (they inherit the environment).
+
+    The texture noise is a few small matrix products; with one OpenBLAS thread pool per worker,
+    N workers on N cores oversubscribed the machine and the capture style rendered 2-4x slower
+    than one worker alone.
+    """
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: "1" for k in names})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _num_workers(num: int) -> int:
