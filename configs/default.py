@@ -39,6 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.proj_hidden = 512
     c.model.proj_dim = 128
     c.model.attention_eps = 1e-6
+    c.model.beta_init = 1.0                    # soft-argmax sharpness beta's initial value (the
+                                               # papers: learnable, initial value not given).
+                                               # configs/demo.py RGB-only, 375 steps on this CPU:
+                                               # 1.0 -> 48.6 mm source EPE, 10.0 -> 59.8 mm
     c.model.dtype = "float32"                  # or "bfloat16" (params stay float32)
     c.model.bn_cross_device = True             # BatchNorm statistics over all devices
     c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision)

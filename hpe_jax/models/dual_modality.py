@@ -55,6 +55,7 @@ class DualModalityNet(nn.Module):
       deconv_features: channels of the three decoder deconvolutions (not scaled by `width`).
       proj_hidden, proj_dim: widths of the two projection layers.
       attention_eps: Eq. 1 guard (`attention.depth_attention_weights`).
+      beta_init: initial value of the decoder's learnable soft-argmax sharpness beta.
       bn_axis_name: named device axis over which BatchNorm statistics are averaged in training
         (e.g. 'batch' under pmap); None for per-device statistics.
       bn_momentum: Flax momentum of BatchNorm running statistics.
@@ -68,6 +69,7 @@ class DualModalityNet(nn.Module):
     proj_hidden: int = 512
     proj_dim: int = 128
     attention_eps: float = 1e-6
+    beta_init: float = 1.0
     bn_axis_name: str | None = None
     bn_momentum: float = 0.9
     dtype: Any = jnp.float32
@@ -82,7 +84,7 @@ class DualModalityNet(nn.Module):
         self.depth_encoder = ResNet(**common)
         self.decoder = PoseDecoder(num_joints=self.num_joints, features=self.deconv_features,
                                    bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
-                                   dtype=self.dtype)
+                                   beta_init=self.beta_init, dtype=self.dtype)
         self.rgb_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
         self.depth_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
 

@@ -22,6 +22,7 @@ def build_model(model_cfg: ml_collections.ConfigDict, axis_name: str | None) -> 
         proj_hidden=model_cfg.proj_hidden,
         proj_dim=model_cfg.proj_dim,
         attention_eps=model_cfg.attention_eps,
+        beta_init=model_cfg.get("beta_init", 1.0),  # configs exported before the field: 1.0
         bn_axis_name=axis_name if model_cfg.bn_cross_device else None,
         dtype=jnp.dtype(model_cfg.dtype),
     )

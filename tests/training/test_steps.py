@@ -125,3 +125,10 @@ def test_contrast_modes_pair_the_documented_streams():
     config.loss.contrast_mode = "bogus"
     with pytest.raises(ValueError, match="contrast_mode"):
         steps.contrastive_terms(view, pos, config.loss, None)
+
+
+def test_config_beta_init_sets_the_decoders_initial_sharpness():
+    config = tiny_config()
+    config.model.beta_init = 7.5
+    _, state = _state(config)
+    assert float(state.params["decoder"]["beta"]) == 7.5
