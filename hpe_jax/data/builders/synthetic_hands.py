@@ -12,6 +12,11 @@ A config for any `Style` comes from `config_from_style(style, ...)`; pass it as
 Example `i` of split `s` is rendered from the seed (style name, config seed, s, i), so a build
 gives the same bytes on every machine, in any order, with any number of workers.
 
+Images: PNG for lossless styles; a style that ends in JPEG (capture) keeps the JPEG the renderer
+wrote. `pipeline.decode_image` (the input pipelines' decoder) reads those with libjpeg's accurate
+IDCT and gets exactly `render`'s pixels; TFDS's default decoder uses TF's fast IDCT (up to 3 levels
+off).
+
     tfds build hpe_jax/data/builders/synthetic_hands.py --config source_tiny --data_dir /tmp/tfds
 or  tfds.builder('synthetic_hands/source', data_dir=...).download_and_prepare()
 (after `import hpe_jax.data`, which registers the builder).
