@@ -18,6 +18,7 @@ from PIL import Image
 
 import hpe_jax.data  # noqa: F401  (registers synthetic_hands)
 from hpe_jax import export
+from hpe_jax.data import pipeline
 from hpe_jax.evaluation.evaluator import compute_metrics
 from hpe_jax.evaluation.report import FILES
 from hpe_jax.evaluation.run import evaluate_checkpoint
@@ -155,11 +156,15 @@ def test_exported_checkpoint_on_raw_images_and_boxes_reproduces_the_evaluation(
     config, workdir = run
     ck = export.load_training_checkpoint(config, workdir)
     pred = export.load(export.export_model(config, ck.variables, str(tmp_path / "exp")))
+    # The stored JPEGs decoded as the pipeline decodes them (accurate IDCT), not with TFDS's
+    # default fast IDCT: the same pixels the evaluator saw.
     raw = list(tfds.load("synthetic_hands/target_tiny", split="test[:4]",
-                         data_dir=config.data.data_dir).as_numpy_iterator())
+                         data_dir=config.data.data_dir,
+                         decoders={"image": tfds.decode.SkipDecoding()}).as_numpy_iterator())
+    images = np.stack([pipeline.decode_image(ex["image"]).numpy() for ex in raw])
     gt = np.stack([ex["keypoints_3d"] for ex in raw])
     scale = np.linalg.norm(gt[:, 10] - gt[:, 9], axis=-1)
-    out = pred.predict(np.stack([ex["image"] for ex in raw]),
+    out = pred.predict(images,
                        boxes=np.stack([ex["bbox"] for ex in raw]),
                        K=np.stack([ex["K"] for ex in raw]), scale_mm=scale)
     a = teacher_eval.arrays
