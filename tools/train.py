@@ -51,13 +51,10 @@ def main(argv: list[str]) -> None:
         from jax.experimental import multihost_utils  # noqa: PLC0415
 
         multihost_utils.sync_global_devices("datasets prepared")
-    from hpe_jax.training.loop import Preempted  # noqa: PLC0415
-
-    try:
-        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except Preempted as stop:  # SIGTERM: the checkpoint is saved; exit cleanly (status 0)
-        logging.warning("%s", stop)
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from hpe_jax.training.loop import stop_quietly_when_preempted
+
+    app.run(stop_quietly_when_preempted(main))  # SIGTERM: checkpoint saved, exit status 0

@@ -101,10 +101,8 @@ def _decode(builder, ex: dict) -> dict:
     feats = builder.info.features
     out = dict(ex)
     for k in _ENCODED:
-        if k == "image" and k in out:
-            out[k] = decode_image(out[k])
-        elif k in out:
-            out[k] = feats[k].decode_example(out[k])
+        if k in out:
+            out[k] = decode_image(out[k]) if k == "image" else feats[k].decode_example(out[k])
     if "depth" in out and out["depth"].shape.rank == 2:
         out["depth"] = out["depth"][..., None]
     return out

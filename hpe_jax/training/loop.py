@@ -104,14 +104,13 @@ def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
                   start_step=start_step, augment=augment)
     # The labelled source always carries depth and mask (the method's premise): they are the
     # mask / depth-map targets of M even when the depth branch is switched off (Table 4, row 1).
-    with_depth = True
     if phase == "pretrain":
         return pipeline.labelled_dataset(
             data.source, data.source_split, global_batch_size=config.pretrain.batch_size,
-            train=True, seed=config.seed, with_depth=with_depth, **common)
+            train=True, seed=config.seed, with_depth=True, **common)
     source = pipeline.labelled_dataset(
         data.source, data.source_split, global_batch_size=config.finetune.batch_size,
-        train=True, seed=config.seed + 1, with_depth=with_depth, **common)
+        train=True, seed=config.seed + 1, with_depth=True, **common)
     target = pipeline.unlabelled_dataset(
         data.target, data.target_split, global_batch_size=config.finetune.unlabelled_batch_size,
         train=True, seed=config.seed + 2, **common)
