@@ -413,7 +413,9 @@ def load_training_checkpoint(
       workdir: the training --workdir (with checkpoints/), or its checkpoints/ directory.
       checkpoint: None (the latest), a step (int or digits), or a path to a checkpoints
         directory or to one step's directory inside it.
-      student: use the student's weights even where an EMA teacher exists.
+      student: use the student's weights even where an EMA teacher exists. With
+        config.finetune.teacher == "online" the student is always used (the paper's teacher is
+        the student itself).
     Raises:
       FileNotFoundError / ValueError with a message saying what to pass instead.
     """
@@ -431,7 +433,11 @@ def load_training_checkpoint(
     if step is not None and step not in steps:
         raise FileNotFoundError(f"no checkpoint of step {step} under {ckpt_dir}; it has steps "
                                 f"{sorted(steps)}")
-    variables, step = ckpt.load_variables(ckpt_dir, step=step, prefer_teacher=not student)
+    # An online-teacher run's model is its student: a teacher entry in its checkpoint can only
+    # be a stale copy (written by versions that made one at the switch), never the result.
+    online = _teacher_mode(config) == "online"
+    variables, step = ckpt.load_variables(ckpt_dir, step=step,
+                                          prefer_teacher=not (student or online))
     model = factory.build_model(config.model, None)
     s = config.data.input_size
     # Only the RGB path is checked (and used): encoder, decoder and the RGB projection head.
@@ -442,9 +448,17 @@ def load_training_checkpoint(
     check_variables(abstract, used,
                     f"the checkpoint under {ckpt_dir} was not trained with this config.model; "
                     "pass the --config the run was trained with")
-    teacher = False if student else _has_teacher(ckpt_dir, step)
+    teacher = False if (student or online) else _has_teacher(ckpt_dir, step)
     weights = {True: "teacher", False: "student", None: "teacher_if_present"}[teacher]
     return TrainingCheckpoint(variables, int(step), ckpt_dir, weights)
+
+
+def _teacher_mode(config: Any) -> str:
+    """config.finetune.teacher, validated; "ema" for configs without the field."""
+    from hpe_jax.training.state import check_teacher  # noqa: PLC0415
+
+    finetune = config.get("finetune") if hasattr(config, "get") else None
+    return check_teacher(finetune.get("teacher", "ema") if finetune is not None else "ema")
 
 
 def _resolve(workdir: str, checkpoint: str | int | None) -> tuple[str, int | None]:

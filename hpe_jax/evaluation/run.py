@@ -2,6 +2,7 @@
 
     from hpe_jax.evaluation.run import evaluate_checkpoint
     res = evaluate_checkpoint(config, "runs/demo/train")   # latest step, EMA teacher if present
+                                                           # (the student for teacher="online")
     res.metrics["known_root/epe_mean_mm"], res.output_dir
 
 `tools/evaluate.py` is the command-line front end. TensorFlow and matplotlib are imported only

@@ -65,7 +65,9 @@ def load_variables(
       path: a training workdir (holding `checkpoints/`) or the checkpoints directory itself.
       step: which step (default: the latest).
       prefer_teacher: take the EMA teacher's weights where the checkpoint has them (the
-        fine-tuned model users should deploy), else the student's.
+        fine-tuned model users should deploy), else the student's. Pass False for runs with
+        config.finetune.teacher == "online" (`export.load_training_checkpoint` does): their
+        model is the student.
     Returns:
       (variables, step).
     """

@@ -28,7 +28,7 @@ from hpe_jax.data import pipeline
 from hpe_jax.objectives.pseudo_labels import normalized_template
 from hpe_jax.training import checkpoint, optim, steps
 from hpe_jax.training.factory import build_model, initial_state
-from hpe_jax.training.state import TrainState
+from hpe_jax.training.state import TrainState, check_teacher
 
 
 class NonFiniteLossError(RuntimeError):
@@ -154,6 +154,7 @@ class _Preemption:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Runs (or resumes) the whole training of `config` in `workdir`; returns the final state."""
+    ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before anything compiles
     model = build_model(config.model, "batch")
     plan = make_plan(config)
     tx, schedule = make_optimizer(config, plan)
@@ -161,8 +162,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state = initial_state(config, model, tx)
     latest = manager.latest_step()
     if latest is not None:
-        # Checkpoints after the switch carry the teacher; the one at the switch does not.
-        template = state.with_teacher() if latest > plan.pretrain_steps else state
+        # Checkpoints after the switch carry the EMA teacher; the one at the switch does not
+        # (and an online run never has one: its pseudo-labels come from the student).
+        has_teacher = ema_teacher and latest > plan.pretrain_steps
+        template = state.with_teacher() if has_teacher else state
         state = checkpoint.restore(manager, template, latest)
         logging.info("Resumed from step %d in %s", latest, workdir)
     start = int(state.step)
@@ -193,7 +196,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 if want == "finetune" and state_has_no_teacher(rstate):
                     if plan.pretrain_steps > 0:
                         checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
-                    rstate = rstate.with_teacher()
+                    if ema_teacher:  # no stale copy for "online": the student is the model
+                        rstate = rstate.with_teacher()
                     logging.info("Step %d: switching to fine-tuning", step)
                 phase_start = step if want == "pretrain" else step - plan.pretrain_steps
                 phase, batches = want, _iterators(config, want, phase_start)

@@ -1,7 +1,8 @@
 """The train state: a flax struct carried through the pmapped steps.
 
 It holds the student's params and BatchNorm statistics, the optimizer state, the step, a PRNG key,
-and the EMA teacher's params and statistics (None until fine-tuning creates them).
+and the EMA teacher's params and statistics (None until fine-tuning creates them; always None with
+the paper's online teacher, whose pseudo-labels come from the student itself).
 """
 
 from __future__ import annotations
@@ -14,6 +15,22 @@ import optax
 from flax import struct
 
 PyTree = Any
+
+#: Fine-tuning teacher modes (config.finetune.teacher): "ema" (this project: an EMA copy of the
+#: student, created at the switch) and "online" (the paper: the current student, no copy).
+TEACHER_MODES: tuple[str, ...] = ("ema", "online")
+
+
+def check_teacher(name: str) -> str:
+    """Returns `name` if it is a teacher mode, else raises ValueError naming the valid ones.
+
+    Called at start-up, before anything compiles: a typo such as "EMA" must not silently select
+    another mode.
+    """
+    if name not in TEACHER_MODES:
+        raise ValueError(f"unknown config.finetune.teacher {name!r}; use one of "
+                         f"{', '.join(repr(m) for m in TEACHER_MODES)}")
+    return name
 
 
 @struct.dataclass

@@ -22,7 +22,7 @@ from hpe_jax.hand.camera import apply_affine
 from hpe_jax.objectives.contrastive import nt_xent
 from hpe_jax.objectives.pose import multimodal_loss
 from hpe_jax.objectives.pseudo_labels import make_pseudo_labels
-from hpe_jax.training.state import TrainState, ema_update
+from hpe_jax.training.state import TrainState, check_teacher, ema_update
 
 Batch = dict[str, jnp.ndarray]
 Metrics = dict[str, jnp.ndarray]
@@ -214,6 +214,7 @@ def finetune_step(
         'online' (the paper: the current student, no averaging).
     """
     del rng
+    check_teacher(teacher)  # at trace time: "EMA" must not silently mean "online"
     src, tgt = batch["source"], batch["target"]
     # Pseudo-labels from the teacher on the weak view (inference mode, no gradient).
     t_vars = state.teacher_variables if teacher == "ema" else state.variables

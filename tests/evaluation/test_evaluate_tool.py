@@ -1,6 +1,7 @@
 """evaluate_checkpoint / tools/evaluate.py on a tiny training checkpoint and synthetic_hands
 target_tiny (32 test examples, batch 12 that does not divide them)."""
 
+import copy
 import json
 import os
 import subprocess
@@ -146,6 +147,26 @@ def test_student_flag_and_checkpoint_selection(run, teacher_eval, tmp_path):
     # Same labels, different weights -> different predictions.
     np.testing.assert_array_equal(res.arrays["gt_3d"], teacher_eval.arrays["gt_3d"])
     assert not np.allclose(res.arrays["pred_uv"], teacher_eval.arrays["pred_uv"])
+
+
+def test_online_teacher_run_is_read_with_the_student_weights(run, teacher_eval):
+    """finetune.teacher="online": the checkpoint's teacher entry (a stale copy older versions made
+    at the switch) is never the fine-tuned model; evaluation and export read the student."""
+    config, workdir = run
+    online = copy.deepcopy(config)
+    online.finetune.teacher = "online"
+    ck = export.load_training_checkpoint(online, workdir)
+    student = export.load_training_checkpoint(config, workdir, student=True)
+    assert ck.weights == "student"
+    for a, b in zip(jax.tree_util.tree_leaves(ck.variables),
+                    jax.tree_util.tree_leaves(student.variables), strict=True):
+        np.testing.assert_array_equal(a, b)
+    res = evaluate_checkpoint(online, workdir, num_qualitative=0)
+    assert res.weights == "student"
+    assert not np.allclose(res.arrays["pred_uv"], teacher_eval.arrays["pred_uv"])
+    online.finetune.teacher = "EMA"
+    with pytest.raises(ValueError, match=r"'ema', 'online'"):
+        export.load_training_checkpoint(online, workdir)
 
 
 def test_exported_checkpoint_on_raw_images_and_boxes_reproduces_the_evaluation(

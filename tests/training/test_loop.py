@@ -95,3 +95,29 @@ def test_sigterm_saves_and_exits_cleanly(tiny_data_dir, tmp_path):
     assert manager.latest_step() == stopped[0] >= 3
     _, step = checkpoint.load_variables(workdir)
     assert step == stopped[0]
+
+
+def test_online_teacher_makes_no_copy_and_the_checkpoint_reads_as_the_student(
+        tiny_data_dir, tmp_path):
+    """The paper's online teacher: no teacher copy at the switch, so what evaluation and export
+    load by default is the fine-tuned student (not the pre-trained weights)."""
+    from hpe_jax import export
+
+    config = tiny_config(tiny_data_dir)
+    config.finetune.teacher = "online"
+    final = loop.train_and_evaluate(config, str(tmp_path))
+    assert int(final.step) == 8 and final.teacher_params is None
+    ck = export.load_training_checkpoint(config, str(tmp_path))
+    assert (ck.step, ck.weights) == (8, "student")
+    for a, b in zip(jax.tree_util.tree_leaves(ck.variables["params"]),
+                    jax.tree_util.tree_leaves(final.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unknown_teacher_is_refused_at_start_up(tiny_data_dir, tmp_path, monkeypatch):
+    config = tiny_config(tiny_data_dir)
+    config.finetune.teacher = "EMA"
+    # Refused before the model is even built (so before anything compiles).
+    monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("built a model"))
+    with pytest.raises(ValueError, match=r"unknown config.finetune.teacher 'EMA'.*'ema', 'online'"):
+        loop.train_and_evaluate(config, str(tmp_path))
