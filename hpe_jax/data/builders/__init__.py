@@ -6,6 +6,7 @@ from hpe_jax.data.builders import (  # noqa: F401  (importing a builder module r
     h3d,
     hand_folder,
     ho3d,
+    image_folder,
     rhd,
     stb,
     synthetic_hands,

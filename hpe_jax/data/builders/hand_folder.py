@@ -107,50 +107,58 @@ class HandFolder(tfds.core.GeneratorBasedBuilder):
         return splits
 
     def _generate_examples(self, root: epath.Path, path: epath.Path):
-        spec = common.read_json(path)
-        order = spec.get("joint_order", "canonical")
-        if order == "canonical":
-            perm = tuple(range(NUM_JOINTS))
-        elif order in DATASET_TO_CANONICAL:
-            perm = DATASET_TO_CANONICAL[order]
+        yield from labelled_examples(root, path)
+
+
+def labelled_examples(root: epath.Path, path: epath.Path):
+    """(id, example) pairs of one `<split>.json` (module docstring) whose images lie below root.
+
+    Also used by the `image_folder` builder for its optional labelled splits.
+    """
+    spec = common.read_json(path)
+    order = spec.get("joint_order", "canonical")
+    if order == "canonical":
+        perm = tuple(range(NUM_JOINTS))
+    elif order in DATASET_TO_CANONICAL:
+        perm = DATASET_TO_CANONICAL[order]
+    else:
+        raise common.CorruptFileError(
+            f"{path}: unknown joint_order {order!r}; use 'canonical' or one of "
+            f"{sorted(DATASET_TO_CANONICAL)}"
+        )
+    units = spec.get("units", "mm")
+    if units not in _UNITS_TO_MM:
+        raise common.CorruptFileError(f"{path}: units must be 'mm' or 'm', got {units!r}")
+    for i, sample in enumerate(spec["samples"]):
+        where = f"{path} sample {i}"
+        if "image" not in sample:
+            raise common.CorruptFileError(f"{where}: missing required key 'image'")
+        image, image_bytes = common.read_image(
+            common.require_file(root / sample["image"], INSTRUCTIONS)
+        )
+        K = _field(sample, "K", (3, 3), where)
+        xyz = to_canonical(_field(sample, "keypoints_3d", (NUM_JOINTS, 3), where), perm)
+        xyz = xyz * _UNITS_TO_MM[units]
+        if "keypoints_2d" in sample:
+            uv = to_canonical(_field(sample, "keypoints_2d", (NUM_JOINTS, 2), where), perm)
         else:
-            raise common.CorruptFileError(
-                f"{path}: unknown joint_order {order!r}; use 'canonical' or one of "
-                f"{sorted(DATASET_TO_CANONICAL)}"
-            )
-        units = spec.get("units", "mm")
-        if units not in _UNITS_TO_MM:
-            raise common.CorruptFileError(f"{path}: units must be 'mm' or 'm', got {units!r}")
-        for i, sample in enumerate(spec["samples"]):
-            where = f"{path} sample {i}"
-            if "image" not in sample:
-                raise common.CorruptFileError(f"{where}: missing required key 'image'")
-            image, image_bytes = common.read_image(
-                common.require_file(root / sample["image"], INSTRUCTIONS)
-            )
-            K = _field(sample, "K", (3, 3), where)
-            xyz = to_canonical(_field(sample, "keypoints_3d", (NUM_JOINTS, 3), where), perm)
-            xyz = xyz * _UNITS_TO_MM[units]
-            if "keypoints_2d" in sample:
-                uv = to_canonical(_field(sample, "keypoints_2d", (NUM_JOINTS, 2), where), perm)
-            else:
-                uv = common.project_points(xyz, K)
-            if "visibility" in sample:
-                vis = to_canonical(_field(sample, "visibility", (NUM_JOINTS,), where)[:, None],
-                                   perm)[:, 0] > 0.5
-            else:
-                vis = common.inside_image(uv, image.shape[1], image.shape[0])
-            side = sample.get("hand_side", "right")
-            if side not in HAND_SIDES:
-                raise common.CorruptFileError(f"{where}: hand_side must be one of {HAND_SIDES}")
-            example_id = str(sample.get("id", sample["image"]))
-            yield example_id, common.make_example(
-                image=image,
-                image_bytes=image_bytes,
-                keypoints_2d=uv,
-                keypoints_3d_mm=xyz,
-                K=K,
-                visibility=vis,
-                hand_side=side,
-                example_id=example_id,
-            )
+            uv = common.project_points(xyz, K)
+        if "visibility" in sample:
+            vis = to_canonical(_field(sample, "visibility", (NUM_JOINTS,), where)[:, None],
+                               perm)[:, 0] > 0.5
+        else:
+            vis = common.inside_image(uv, image.shape[1], image.shape[0])
+        side = sample.get("hand_side", "right")
+        if side not in HAND_SIDES:
+            raise common.CorruptFileError(f"{where}: hand_side must be one of {HAND_SIDES}")
+        example_id = str(sample.get("id", sample["image"]))
+        yield example_id, common.make_example(
+            image=image,
+            image_bytes=image_bytes,
+            keypoints_2d=uv,
+            keypoints_3d_mm=xyz,
+            K=K,
+            visibility=vis,
+            hand_side=side,
+            example_id=example_id,
+        )
