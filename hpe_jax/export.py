@@ -245,6 +245,25 @@ def load(path: str) -> Predictor:
     return Predictor(cfg, variables)
 
 
+def peak_mass(heatmaps: Array, radius: int = 1) -> Array:
+    """Per-joint confidence: the probability mass within `radius` px of each heatmap's peak.
+
+    heatmaps: (N, s, s, J) softmax maps (each sums to 1). Returns (N, J) in [0, 1]: the mass in
+    the (2 radius + 1)^2 window around the argmax (clipped at the border), 1.0 for a map
+    concentrated there and at most (2 radius + 1)^2 / s^2 for a flat one (the network sees
+    nothing it can localise).
+    """
+    n, s, _, j = heatmaps.shape
+    flat = heatmaps.reshape(n, s * s, j)
+    peak = jnp.argmax(flat, axis=1)                                      # (N, J)
+    py, px = peak // s, peak % s
+    grid = jnp.arange(s)
+    near_y = jnp.abs(grid[None, :, None] - py[:, None, :]) <= radius     # (N, s, J)
+    near_x = jnp.abs(grid[None, :, None] - px[:, None, :]) <= radius
+    window = near_y[:, :, None, :] & near_x[:, None, :, :]               # (N, s, s, J)
+    return jnp.sum(jnp.where(window, heatmaps, 0.0), axis=(1, 2))
+
+
 def _crop_and_predict(
     variables: Any, images: Array, boxes: Array, K: Array | None, scale_mm: Array, *,
     model: RGBPoseNet, input_size: int, output_size: int, margin: float, mean: tuple,
@@ -261,7 +280,8 @@ def _crop_and_predict(
     y = model.apply(variables, crops)
     uv_out, z = y["uv"], y["z"]
     out = {"uv": camera.apply_affine(camera.invert_affine(a_out), uv_out), "z": z,
-           "uv_output": uv_out, "crop_affine": a_out, "box": boxes}
+           "uv_output": uv_out, "crop_affine": a_out, "box": boxes,
+           "confidence": peak_mass(y["heatmaps"])}
     if K is not None:
         k_out = camera.affine_intrinsics(a_out, K)
         z_root = camera.recover_root_depth(uv_out, z, k_out) * scale_mm
@@ -315,7 +335,8 @@ class Predictor:
           numpy dict: 'uv' (N, J, 2) original-image pixels; 'z' (N, J) root-relative depth in
           reference-bone units; 'uv_output' (N, J, 2) pixels of the output heatmap of the crop;
           'crop_affine' (N, 3, 3) original px -> output px; 'box' (N, 4) the square crop box;
-          with K also 'xyz' (N, J, 3) mm in the camera frame and 'root_depth_mm' (N,).
+          'confidence' (N, J) heatmap peak mass (`peak_mass`, radius 1 px); with K also
+          'xyz' (N, J, 3) mm in the camera frame and 'root_depth_mm' (N,).
         """
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 \

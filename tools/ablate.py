@@ -1,4 +1,4 @@
-"""Re-runs the paper's ablation tables on the embedded benchmark (or any config).
+r"""Re-runs the paper's ablation tables on the embedded benchmark (or any config).
 
     python -m tools.ablate --table=4 [--config=configs/demo.py] [--workdir=runs/ablation]
     python -m tools.ablate --table=3
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
+
+from hpe_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Base config.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Output directory.")
@@ -22,7 +24,6 @@ _TABLE = flags.DEFINE_enum("table", "4", ["3", "4"], "Which table.")
 
 def main(argv: list[str]) -> None:
     del argv
-    logging.set_verbosity(logging.INFO)
     from hpe_jax.ablation import run_table  # noqa: PLC0415
 
     config = _CONFIG.value
@@ -34,6 +35,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from hpe_jax.training.loop import stop_quietly_when_preempted
-
-    app.run(stop_quietly_when_preempted(main))
+    cli.run(main, "ablate")  # SIGTERM: checkpoint saved, exit status 0

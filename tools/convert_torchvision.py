@@ -1,4 +1,4 @@
-"""Converts a downloaded torchvision ResNet checkpoint to the project's encoder weights.
+r"""Converts a downloaded torchvision ResNet checkpoint to the project's encoder weights.
 
     python -m tools.convert_torchvision --input resnet101-cd907fc2.pth --depth 101 \
         --output resnet101_imagenet.npz
@@ -13,17 +13,21 @@ the `.pth` itself) and `convert.load_pretrained_encoders` fills both encoders of
 
 from __future__ import annotations
 
-import argparse
-
-from hpe_jax.models.convert import convert_file
+from hpe_jax import cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.argument_parser("convert_torchvision", __doc__)
     parser.add_argument("--input", required=True, help="torchvision state dict (.pth or .npz)")
     parser.add_argument("--depth", type=int, required=True, choices=(18, 34, 50, 101))
     parser.add_argument("--output", required=True, help="converted .npz to write")
     args = parser.parse_args(argv)
+    cli.run_plain(lambda: _convert(args), "convert_torchvision", args.verbose)
+
+
+def _convert(args) -> None:
+    from hpe_jax.models.convert import convert_file  # noqa: PLC0415  (after parsing: JAX)
+
     summary = convert_file(args.input, args.output, args.depth)
     print(f"wrote {args.output}: ResNet-{summary['depth']} width {summary['width']:g}, "
           f"{summary['params']:,} parameters (no classifier), "

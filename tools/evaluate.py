@@ -1,7 +1,8 @@
-"""Evaluates a training checkpoint on the target dataset's eval split and writes a report.
+r"""Evaluates a training checkpoint on the target dataset's eval split and writes a report.
 
     python -m tools.evaluate --config=configs/demo.py --workdir=runs/demo/train \
-        [--checkpoint=STEP_OR_PATH] [--output_dir=DIR] [--dataset=NAME] [--split=test] [--student]
+        --config.data.data_dir=runs/data [--checkpoint=STEP_OR_PATH] [--output_dir=DIR] \
+        [--dataset=NAME] [--split=test] [--student]
 
 Writes metrics.json, metrics.md, predictions.npz, pck_curve.png and qualitative.png into
 --output_dir (default <workdir>/eval_<step>) and prints the markdown table. The EMA teacher's
@@ -10,10 +11,10 @@ weights are evaluated where the checkpoint has them (--student: the student's).
 
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from hpe_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -29,14 +30,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
+    from hpe_jax import compile_cache  # noqa: PLC0415
+
+    compile_cache.enable()  # persistent XLA cache, README "Compilation cache"
     from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
 
-    try:
-        res = evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value,
-                                  _OUTPUT.value, dataset=_DATASET.value, split=_SPLIT.value,
-                                  student=_STUDENT.value)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        sys.exit(f"tools.evaluate: {e}")
+    res = evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value, _OUTPUT.value,
+                              dataset=_DATASET.value, split=_SPLIT.value,
+                              student=_STUDENT.value)
     if res.files:
         with open(res.files["metrics.md"]) as f:
             print(f.read())
@@ -44,4 +45,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "evaluate")

@@ -1,4 +1,4 @@
-"""Exports a training checkpoint's inference model (RGB encoder + decoder) for prediction.
+r"""Exports a training checkpoint's inference model (RGB encoder + decoder) for prediction.
 
     python -m tools.export --config=configs/demo.py --workdir=runs/demo/train \
         --output=runs/demo/export [--checkpoint=STEP_OR_PATH] [--student] [--saved_model]
@@ -12,10 +12,11 @@ on uint8 hand crops (needs orbax-export).
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
+
+from hpe_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -32,20 +33,17 @@ def main(argv: list[str]) -> None:
     del argv
     from hpe_jax import export  # noqa: PLC0415
 
-    try:
-        ck = export.load_training_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value,
-                                             _STUDENT.value)
-        source = {"checkpoint": os.path.join(ck.path, str(ck.step)), "step": ck.step,
-                  "weights": ck.weights}
-        path = export.export_model(_CONFIG.value, ck.variables, _OUTPUT.value, source=source)
-        print(f"Exported step {ck.step} ({ck.weights} weights) to {path}")
-        if _SAVED_MODEL.value:
-            sm = export.save_saved_model(export.load(path),
-                                         os.path.join(path, export.SAVED_MODEL_DIR))
-            print(f"Wrote the TF SavedModel to {sm}")
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
-        sys.exit(f"tools.export: {e}")
+    ck = export.load_training_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value,
+                                         _STUDENT.value)
+    source = {"checkpoint": os.path.join(ck.path, str(ck.step)), "step": ck.step,
+              "weights": ck.weights}
+    path = export.export_model(_CONFIG.value, ck.variables, _OUTPUT.value, source=source)
+    print(f"Exported step {ck.step} ({ck.weights} weights) to {path}")
+    if _SAVED_MODEL.value:
+        sm = export.save_saved_model(export.load(path),
+                                     os.path.join(path, export.SAVED_MODEL_DIR))
+        print(f"Wrote the TF SavedModel to {sm}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "export")

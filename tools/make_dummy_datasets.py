@@ -25,6 +25,7 @@ import yaml
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
+from hpe_jax import cli
 from hpe_jax.hand import kinematics
 from hpe_jax.hand.skeleton import DATASET_TO_CANONICAL, ROOT
 
@@ -304,10 +305,14 @@ MAKERS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.argument_parser("make_dummy_datasets", __doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--only", nargs="*", choices=sorted(MAKERS), default=sorted(MAKERS))
     args = parser.parse_args()
+    cli.run_plain(lambda: _make(args), "make_dummy_datasets", args.verbose)
+
+
+def _make(args: argparse.Namespace) -> None:
     for name in args.only:
         target = args.out / name
         shutil.rmtree(target, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Writes the torchvision parity fixture for tests/models/test_convert.py.
+r"""Writes the torchvision parity fixture for tests/models/test_convert.py.
 
 Needs torch and torchvision (NOT project requirements; use a separate environment), e.g.
 
@@ -25,9 +25,27 @@ import argparse
 import io
 
 import numpy as np
-import torch
-from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from hpe_jax import cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = cli.argument_parser("make_torchvision_fixture", __doc__)
+    parser.add_argument("--output", default="tests/fixtures/torchvision_resnet_parity.npz")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+try:
+    import torch
+    from torch import nn
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+except ImportError as missing:
+    if __name__ != "__main__":
+        raise
+    _parser().parse_args()  # --help and usage errors work without torch
+    cli.fail("make_torchvision_fixture", f"needs torch and torchvision ({missing}); install "
+             "them in a separate environment as this tool's docstring shows", 1)
 
 
 class NarrowResNet(ResNet):
@@ -82,10 +100,7 @@ def _expected(model: ResNet, x_nhwc: np.ndarray, prefix: str) -> dict[str, np.nd
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="tests/fixtures/torchvision_resnet_parity.npz")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = _parser().parse_args()
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)

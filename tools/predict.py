@@ -1,4 +1,4 @@
-"""Predicts hand keypoints on image files with an exported model; writes JSON and overlay PNGs.
+r"""Predicts hand keypoints on image files with an exported model; writes JSON and overlay PNGs.
 
     python -m tools.predict --model=runs/demo/export --images a.png b.jpg \
         [--boxes_json=boxes.json] [--K_json=K.json] [--scale_mm=44] --output_dir=runs/pred
@@ -10,19 +10,31 @@ like the boxes'; with K the JSON also holds 3D joints in mm (root depth from Iqb
 closed form times --scale_mm, default the export's hand scale).
 
 For each image <name>.<ext> it writes <output_dir>/<name>.json (uv in image pixels, z, xyz mm,
-the crop box) and <output_dir>/<name>_overlay.png, plus predictions.json with all of them.
+the crop box, confidences) and <output_dir>/<name>_overlay.png, plus predictions.json with all
+of them and the list of skipped images.
+
+Confidence: per joint, the heatmap's probability mass within 1 output pixel of its peak
+(`hpe_jax.export.peak_mass`); per hand, the mean over joints. A flat heatmap (nothing the network
+can localise, e.g. no hand in the crop) gives `confidence_flat` = 9 / s^2 for s x s heatmaps;
+values near it mean "not a hand" (or a model too little trained to tell), values well above it a
+localised hand. Compare against your own hand / non-hand crops to pick a threshold.
+
+An image that cannot be read, is smaller than the network input on either side, or whose box
+lies mostly (more than half of its area) outside the image is skipped with a warning; the
+others are still predicted and predictions.json is still written; the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags, logging
+
+from hpe_jax import cli
 
 _PRED_COLOUR, _BOX_COLOUR = (255, 40, 40), (255, 220, 0)
 
@@ -106,6 +118,26 @@ def draw_overlay(path: str, image: np.ndarray, uv: np.ndarray, box: np.ndarray |
     im.save(path)
 
 
+class SkippedImage(ValueError):
+    """One image cannot be predicted (unreadable, too small, box outside); the others can."""
+
+
+def check_image(path: str, image: np.ndarray, box: np.ndarray | None, input_size: int) -> None:
+    """Raises SkippedImage when the network cannot see a hand in `image` (module doc)."""
+    h, w = image.shape[:2]
+    if min(h, w) < input_size:
+        raise SkippedImage(f"{path!r} is {w}x{h} pixels, smaller than the network input "
+                           f"({input_size}x{input_size}); pass a larger image")
+    if box is not None:
+        inside_u = max(0.0, min(box[2], w - 0.5) - max(box[0], -0.5))
+        inside_v = max(0.0, min(box[3], h - 0.5) - max(box[1], -0.5))
+        area = float((box[2] - box[0]) * (box[3] - box[1]))
+        if area <= 0 or inside_u * inside_v < 0.5 * area:
+            raise SkippedImage(f"the box {[round(float(x), 1) for x in box]} of {path!r} lies "
+                               f"mostly outside the {w}x{h} image; boxes are [u_min, v_min, "
+                               "u_max, v_max] in pixels of that image")
+
+
 def predict_files(
     model_dir: str, image_paths: Sequence[str], output_dir: str, *, boxes: Any = None,
     K: Any = None, scale_mm: float | None = None,
@@ -116,7 +148,10 @@ def predict_files(
     Args:
       boxes, K: parsed JSON as described in the module doc (or None).
     Returns:
-      The per-image records written (uv (J, 2) image px, z (J,), xyz (J, 3) mm with K).
+      The per-image records written (uv (J, 2) image px, z (J,), xyz (J, 3) mm with K,
+      confidence (J,) and hand_confidence). Images that cannot be predicted (`check_image`,
+      unreadable files) are skipped with a warning and listed in predictions.json's "skipped";
+      `predict_files.skipped` holds them as (path, reason) after the call.
     """
     from hpe_jax import export  # noqa: PLC0415
 
@@ -126,9 +161,15 @@ def predict_files(
     box_list = _per_image(boxes, image_paths, "boxes_json", (4,), shared_ok=False)
     k_list = _per_image(K, image_paths, "K_json", (3, 3), shared_ok=True)
     os.makedirs(output_dir, exist_ok=True)
-    records, used = [], set()
+    records, used, skipped = [], set(), []
     for path, box, k in zip(image_paths, box_list, k_list, strict=True):
-        image = read_image(path)
+        try:
+            image = read_image(path)
+            check_image(path, image, box, predictor.input_size)
+        except (ValueError, OSError) as e:
+            logging.warning("tools.predict: skipped: %s", e)
+            skipped.append({"image": path, "reason": str(e)})
+            continue
         out = predictor.predict(image[None], None if box is None else box[None],
                                 None if k is None else k[None], scale_mm)
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -142,8 +183,12 @@ def predict_files(
             "crop_box": out["box"][0].tolist(),
             "joint_names": list(predictor.joint_names),
             "uv": out["uv"][0].tolist(), "z": out["z"][0].tolist(),
+            "confidence": out["confidence"][0].tolist(),
+            "hand_confidence": float(np.mean(out["confidence"][0])),
+            "confidence_flat": 9.0 / predictor.output_size ** 2,
             "units": {"uv": "image pixels, pixel centres at integers",
-                      "z": "root-relative depth / reference-bone length"},
+                      "z": "root-relative depth / reference-bone length",
+                      "confidence": "heatmap mass within 1 output px of the peak, 0-1"},
         }
         if k is not None:
             rec["xyz"] = out["xyz"][0].tolist()
@@ -156,22 +201,24 @@ def predict_files(
                      out["box"][0] if box is not None else None)
         records.append(rec)
     with open(os.path.join(output_dir, "predictions.json"), "w") as f:
-        json.dump(records, f, indent=2)
+        json.dump({"predictions": records, "skipped": skipped}, f, indent=2)
+    predict_files.skipped = [(s["image"], s["reason"]) for s in skipped]
     return records
 
 
 def main(argv: list[str]) -> None:
     f = flags.FLAGS
     paths = list(f.images) + list(argv[1:])
-    try:
-        records = predict_files(f.model, paths, f.output_dir,
-                                boxes=_load_json(f.boxes_json, "--boxes_json"),
-                                K=_load_json(f.K_json, "--K_json"), scale_mm=f.scale_mm)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"tools.predict: {e}")
+    records = predict_files(f.model, paths, f.output_dir,
+                            boxes=_load_json(f.boxes_json, "--boxes_json"),
+                            K=_load_json(f.K_json, "--K_json"), scale_mm=f.scale_mm)
     print(f"Wrote keypoints and overlays of {len(records)} images to {f.output_dir}")
+    skipped = predict_files.skipped
+    if skipped:
+        cli.fail("predict", f"{len(skipped)} of {len(paths)} images skipped (warnings above: "
+                 f"first {skipped[0][1]}); predictions.json holds the other {len(records)}", 1)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, "predict")

@@ -1,4 +1,4 @@
-"""`tfds build` for this project's datasets, without the rest of the tfds command line.
+r"""`tfds build` for this project's datasets, without the rest of the tfds command line.
 
     python -m tools.tfds_build synthetic_hands/source_tiny --data_dir=/tmp/tfds
     python -m tools.tfds_build rhd --manual_dir=/path/to/RHD --data_dir=/tmp/tfds
@@ -18,11 +18,15 @@ import simple_parsing
 from tensorflow_datasets.scripts.cli import build
 
 import hpe_jax.data  # noqa: F401  (registers the builders)
+from hpe_jax import cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = simple_parsing.parse(build.Args, args=argv, prog="tfds_build")
-    args.execute()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    args = simple_parsing.parse(build.Args, args=argv, prog="python -m tools.tfds_build")
+    cli.run_plain(args.execute, "tfds_build", verbose)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""Trains (pre-training, then fine-tuning) a dual-modality hand-pose model.
+r"""Trains (pre-training, then fine-tuning) a dual-modality hand-pose model.
 
     python -m tools.train --config=configs/demo.py --workdir=runs/demo/train \
-        [--config.pretrain.epochs=2 ...]
+        --config.data.data_dir=runs/data [--config.pretrain.epochs=2 ...]
+
+Datasets live in --config.data.data_dir (default: TFDS's ~/tensorflow_datasets); synthetic_hands
+is rendered there on first use, real datasets must be built there first (README, "Real
+datasets"). Any config field can be set with --config.FIELD=VALUE. The console shows one progress
+line per config.log_every_steps; --verbose brings back every library's log.
 
 Re-running the same command resumes from the latest checkpoint in --workdir. For multi-host runs
 pass --coordinator_address, --num_processes and --process_id (or set the usual
@@ -12,8 +17,10 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from hpe_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -36,6 +43,9 @@ def main(argv: list[str]) -> None:
             process_id=(_PROCESS_ID.value if _PROCESS_ID.value is not None
                         else int(os.environ["JAX_PROCESS_ID"])),
         )
+    from hpe_jax import compile_cache  # noqa: PLC0415
+
+    compile_cache.enable()  # persistent XLA cache, README "Compilation cache"
     # tf.data must not grab the accelerator memory JAX needs.
     import tensorflow as tf  # noqa: PLC0415
 
@@ -60,6 +70,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from hpe_jax.training.loop import stop_quietly_when_preempted
-
-    app.run(stop_quietly_when_preempted(main))  # SIGTERM: checkpoint saved, exit status 0
+    cli.run(main, "train")  # SIGTERM: checkpoint saved, exit status 0

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
+
+from hpe_jax import cli
 
 _OUT = flags.DEFINE_string("out", "runs/synthetic_hands.png", "Output PNG path.")
 _NUM = flags.DEFINE_integer("num", 6, "Samples per style.")
@@ -78,4 +80,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "visualize_data")

@@ -64,10 +64,25 @@ def _builder(name: str, data_dir: str | None):
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         raise FileNotFoundError(
-            f"dataset {name!r} is not prepared in data_dir={data_dir!r}; build it first, e.g. "
-            f"tfds.builder({name!r}, data_dir=...).download_and_prepare()"
-        )
+            f"dataset {name!r} is not prepared in {builder.data_dir_root} "
+            f"(data_dir={data_dir!r}); {build_hint(builder, name)}")
     return builder
+
+
+def build_hint(builder, name: str) -> str:
+    """How to build dataset `name`: manual datasets (every real one) need --manual_dir, which
+    `download_and_prepare()` alone cannot supply."""
+    base = name.split("/")[0]
+    if base == "image_folder":
+        return ("pass your photo folder as --config.data.image_folder=DIR (tools.train builds it) "
+                "or build it: python -m tools.tfds_build image_folder --manual_dir=DIR "
+                "--data_dir=DATA_DIR")
+    if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+        return (f"download it yourself (see README 'Real datasets'), then build it: python -m "
+                f"tools.tfds_build {name} --manual_dir=DIR --data_dir=DATA_DIR, and pass the "
+                "same --config.data.data_dir=DATA_DIR")
+    return (f"build it: python -m tools.tfds_build {name} --data_dir=DATA_DIR, and pass the same "
+            "--config.data.data_dir=DATA_DIR")
 
 
 def _read(builder, split: str, drop: tuple[str, ...] = ()) -> tf.data.Dataset:

@@ -16,6 +16,35 @@ from flax import serialization
 from hpe_jax.training.state import TrainState
 
 
+class DamagedCheckpointError(RuntimeError):
+    """A checkpoint step exists but cannot be read (truncated or corrupted files)."""
+
+
+def _restore_or_explain(manager: ocp.CheckpointManager, step: int, args) -> dict:
+    """manager.restore(step, args), or DamagedCheckpointError naming the step and listing the
+    steps that do restore (each is tried, only on this failure path)."""
+    try:
+        return manager.restore(step, args=args)
+    except Exception as err:  # orbax/tensorstore raise many types for damaged files
+        intact = []
+        for other in sorted(manager.all_steps(), reverse=True):
+            if other == step:
+                continue
+            try:
+                # No target: a step of the other phase (with/without teacher) is intact too.
+                manager.restore(other, args=ocp.args.StandardRestore())
+                intact.append(other)
+            except Exception:  # noqa: BLE001, S112  (damaged too: not listed)
+                continue
+        reason = " ".join(str(err).split())[:200]
+        where = os.path.join(str(manager.directory), str(step))
+        advice = (f"intact steps: {', '.join(map(str, intact))}; delete {where} to use step "
+                  f"{intact[0]}" if intact else "no other step restores either")
+        raise DamagedCheckpointError(
+            f"checkpoint step {step} in {manager.directory} is damaged ({reason}); {advice}"
+        ) from err
+
+
 def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     """A CheckpointManager on `workdir/checkpoints` keeping the last `keep` steps."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
@@ -50,7 +79,7 @@ def restore(manager: ocp.CheckpointManager, template: TrainState, step: int | No
         raise FileNotFoundError(f"no checkpoint under {manager.directory}")
     target = _to_saveable(template)
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-    restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    restored = _restore_or_explain(manager, step, ocp.args.StandardRestore(abstract))
     full = serialization.to_state_dict(template)
     full.update(restored)
     return serialization.from_state_dict(template, full)
@@ -80,7 +109,7 @@ def load_variables(
         raise FileNotFoundError(
             f"no checkpoint found under {path}; pass the --workdir of a training run "
             "(python -m tools.train ...) or its checkpoints/ directory")
-    tree = manager.restore(step, args=ocp.args.StandardRestore())
+    tree = _restore_or_explain(manager, step, ocp.args.StandardRestore())
     if prefer_teacher and "teacher_params" in tree:
         variables = {"params": tree["teacher_params"],
                      "batch_stats": tree.get("teacher_batch_stats", {})}

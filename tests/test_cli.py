@@ -1,0 +1,102 @@
+"""The tools' shared error style (hpe_jax/cli.py): one line, exit 2 for usage errors, fast help."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from hpe_jax.training import checkpoint
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tool(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT_DIR, capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def _one_line(proc, tool):
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"tools.{tool}: "), proc.stderr[-3000:]
+    return lines[-1]
+
+
+@pytest.mark.parametrize("tool", ["train", "evaluate"])
+def test_help_exits_0_keeps_line_breaks_names_data_dir_and_imports_nothing_heavy(tool):
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['tools.{tool}', '--help']\n"
+            "try:\n"
+            f"    runpy.run_module('tools.{tool}', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n"
+            "    print('EXIT', e.code, 'jax' in sys.modules, 'tensorflow' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT_DIR, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "EXIT 0 False False", proc.stderr[-2000:]
+    assert f"python -m tools.{tool} --config=configs/demo.py" in proc.stdout
+    assert "--workdir=runs/demo/train \\\n        --config.data.data_dir=runs/data" in proc.stdout
+    assert "--[no]verbose" in proc.stdout
+
+
+def test_train_missing_config_file():
+    proc = _tool("tools.train", "--config=configs/nope.py", "--workdir=/tmp/unused")
+    assert proc.returncode == 2
+    line = _one_line(proc, "train")
+    assert "cannot load the config file configs/nope.py" in line and "--config=" in line
+
+
+def test_train_config_field_typo_names_the_field_and_the_fix():
+    proc = _tool("tools.train", "--config=configs/demo.py", "--workdir=/tmp/unused",
+                 "--config.loss.lamda_c=1")
+    assert proc.returncode == 2
+    line = _one_line(proc, "train")
+    assert "'config.loss.lamda_c'" in line and "'config.loss.lambda_c'" in line
+
+
+def test_train_missing_manual_dataset_points_to_tfds_build(tmp_path):
+    proc = _tool("tools.train", "--config=configs/rhd_to_stb.py", f"--workdir={tmp_path / 'w'}",
+                 f"--config.data.data_dir={tmp_path / 'data'}")
+    assert proc.returncode == 1
+    line = _one_line(proc, "train")
+    assert "'rhd' is not prepared" in line
+    assert "python -m tools.tfds_build rhd --manual_dir=DIR" in line
+    assert "download_and_prepare" not in line
+
+
+def test_unknown_flag_suggests_the_closest():
+    proc = _tool("tools.evaluate", "--config=configs/demo.py", "--workdir=/tmp/x", "--studnet")
+    assert proc.returncode == 2
+    assert "did you mean --student?" in _one_line(proc, "evaluate")
+
+
+def test_torch_fixture_tool_without_torch_says_so():
+    help_proc = _tool("tools.make_torchvision_fixture", "--help")
+    assert help_proc.returncode == 0 and "--output" in help_proc.stdout
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        proc = _tool("tools.make_torchvision_fixture", "--output=/tmp/unused.npz")
+        assert proc.returncode == 1
+        assert "needs torch and torchvision" in _one_line(proc, "make_torchvision_fixture")
+
+
+def test_damaged_checkpoint_names_the_step_and_the_intact_ones(tmp_path):
+    manager = checkpoint.make_manager(str(tmp_path), keep=5)
+    tree = {"params": {"w": np.arange(4096, dtype=np.float32)}}
+    for step in (200, 400, 600):
+        manager.save(step, args=ocp.args.StandardSave(tree))
+        manager.wait_until_finished()
+    # Truncate every data file of step 600, as a copy cut short or a full disk would.
+    for dirpath, _, files in os.walk(tmp_path / "checkpoints" / "600"):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.getsize(path) > 64 and "metadata" not in name.lower():
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(checkpoint.DamagedCheckpointError,
+                       match=r"step 600 in .* is damaged .*intact steps: 400, 200; delete "
+                             r".*600 to use step 400"):
+        checkpoint.load_variables(str(tmp_path))

@@ -1,0 +1,82 @@
+"""tools.predict's edge cases: too-small images, boxes outside, unreadable files, confidence."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import tiny_config
+from PIL import Image
+from test_export import random_variables
+
+from hpe_jax import export
+from hpe_jax.training import factory
+from tools import predict as predict_tool
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+S = 32  # tiny_config's network input
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    config = tiny_config()
+    variables = random_variables(factory.build_model(config.model, None), S)
+    return export.export_model(config, variables, str(tmp_path_factory.mktemp("exp") / "m"),
+                               source={"step": 0})
+
+
+def test_peak_mass_is_one_for_a_point_and_window_share_for_a_flat_map():
+    s, j = 8, 3
+    flat = jnp.full((1, s, s, j), 1.0 / s**2)
+    np.testing.assert_allclose(export.peak_mass(flat), 4.0 / s**2, rtol=1e-6)  # corner argmax
+    flat = flat.at[0, 3, 5, :].add(1e-6)  # the peak inside: the full 3 x 3 window
+    np.testing.assert_allclose(export.peak_mass(flat), 9.0 / s**2, rtol=1e-4)
+    point = jnp.zeros((1, s, s, j)).at[0, 3, 5, :].set(1.0)
+    np.testing.assert_allclose(export.peak_mass(point), 1.0)
+    # Mass split between the peak and a pixel 2 px away: only the peak's share is counted.
+    split = jnp.zeros((1, s, s, j)).at[0, 3, 5, :].set(0.6).at[0, 3, 7, :].set(0.4)
+    np.testing.assert_allclose(export.peak_mass(split), 0.6, rtol=1e-6)
+
+
+def test_bad_images_are_skipped_the_rest_predicted_with_confidence(model_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    good = rng.integers(0, 256, (40, 50, 3), np.uint8)
+    Image.fromarray(good).save(tmp_path / "good.png")
+    Image.fromarray(good).save(tmp_path / "far_box.png")
+    Image.fromarray(good[:1, :1]).save(tmp_path / "tiny.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths = [str(tmp_path / n) for n in ("good.png", "tiny.png", "broken.jpg", "far_box.png")]
+    boxes = {"far_box.png": [100, 100, 140, 150]}
+    records = predict_tool.predict_files(model_dir, paths, str(tmp_path / "out"), boxes=boxes)
+    assert [r["image"] for r in records] == [paths[0]]
+    rec = records[0]
+    assert len(rec["confidence"]) == 21 and all(0.0 <= c <= 1.0 for c in rec["confidence"])
+    assert rec["hand_confidence"] == pytest.approx(np.mean(rec["confidence"]))
+    assert rec["confidence_flat"] == pytest.approx(9 / 8**2)
+    with open(tmp_path / "out" / "predictions.json") as f:
+        written = json.load(f)
+    assert [r["image"] for r in written["predictions"]] == [paths[0]]
+    reasons = {s["image"]: s["reason"] for s in written["skipped"]}
+    assert "smaller than the network input (32x32)" in reasons[paths[1]]
+    assert "cannot read image" in reasons[paths[2]]
+    assert "mostly outside the 50x40 image" in reasons[paths[3]]
+
+
+def test_command_line_skips_with_warnings_and_exits_1(model_dir, tmp_path):
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "ok.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "small.png")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.predict", f"--model={model_dir}", "--images",
+         f"{tmp_path / 'ok.png'},{tmp_path / 'small.png'}", f"--output_dir={tmp_path / 'o'}"],
+        cwd=ROOT_DIR, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "skipped: 'small.png'" in proc.stderr.replace(str(tmp_path) + "/", "")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("tools.predict: 1 of 2 images skipped")
+    assert os.path.isfile(tmp_path / "o" / "predictions.json")
+    assert os.path.isfile(tmp_path / "o" / "ok.json")
