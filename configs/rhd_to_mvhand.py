@@ -1,4 +1,4 @@
-"""RHD -> MVHand: the paper's settings (METHOD.md section 6) on real data.
+"""RHD -> MVHand: the paper's settings (configs/default.py) on real data.
 
     python -m tools.train --config=configs/rhd_to_mvhand.py --workdir=runs/rhd_to_mvhand \
         --config.data.data_dir=/data/tfds --config.model.init_from=/data/resnet101.npz
@@ -7,7 +7,8 @@ Prepare the datasets first with tools/tfds_build.py (--manual_dir pointing at th
 download); make the ImageNet .npz with tools/convert_torchvision.py.
 MVHand: converted to hand_folder; 15,000 training images (STB's size).
 Everything else is configs/default.py: ResNet-101, 256 px in / 64 px out, batch 140 x 60 epochs,
-then 6 fine-tuning epochs at 2.5e-5 with batch 20. Paper numbers: METHOD.md section 8.
+then 6 fine-tuning epochs at 2.5e-5 with batch 20.
+The paper's own numbers for this pair are in its results tables.
 """
 
 import ml_collections

@@ -3,7 +3,8 @@
     .venv/bin/python -m tools.make_dummy_datasets [--out hpe_jax/data/builders/dummy_data]
 
 One folder per builder (rhd, stb, freihand, h3d, hand_folder, dexycb, ho3d). Each holds a handful of
-samples whose files follow shared/docs/DATASETS.md exactly (names, containers, units, joint orders,
+samples whose files follow the official releases as each builder's docstring lists them (names,
+containers, units, joint orders,
 depth encodings), with tiny images (32x32; STB keeps its 640x480 because its intrinsics are fixed).
 The hands are the kinematic template hand placed in front of the camera, so 3D and 2D labels are
 consistent: uv = project(xyz, K). Deterministic (fixed seed): rerunning reproduces the same data

@@ -12,6 +12,7 @@ is created from the student and a checkpoint is written.
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -128,6 +129,66 @@ def _check_finite(metrics: dict, step: int) -> None:
         )
 
 
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class _Progress:
+    """The console's progress: one line per log interval, "compiling ..." before each phase's
+    first step, and a warning when fine-tuning keeps no pseudo-label for several intervals.
+
+    The rate (and so the ETA) is measured from the end of each phase's first step: compilation
+    is excluded, and the ETA restarts at the phase switch, whose steps cost differently (two
+    batches and a teacher pass in fine-tuning). The ETA is the current phase's remaining time
+    plus, in pre-training, nothing for fine-tuning (not yet measured; the line says so).
+    """
+
+    ZERO_KEPT_INTERVALS = 3
+    TERMS = ("loss", "L_s", "L_c", "L_l", "L_d")
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.phase: str | None = None
+        self.t0 = 0.0
+        self.step0 = 0
+        self.zero_kept = 0
+
+    def before_first_step(self, phase: str, step: int) -> None:
+        self.phase, self.t0, self.step0 = phase, 0.0, step
+        logging.info("%s: compiling the step function (the first step takes a while) ...",
+                     phase)
+
+    def after_first_step(self, step: int, done: Callable[[], object]) -> None:
+        """Called once per phase after its first step; `done` blocks until it finished."""
+        done()
+        self.t0, self.step0 = time.time(), step
+
+    def log(self, step: int, summary: dict[str, float]) -> None:
+        end = self.plan.pretrain_steps if self.phase == "pretrain" else self.plan.total_steps
+        terms = " ".join(f"{k} {summary[k]:.4g}" for k in self.TERMS if k in summary)
+        parts = [f"{self.phase} {step}/{self.plan.total_steps}", terms]
+        if "pseudo/kept" in summary:
+            parts.append(f"kept {100 * summary['pseudo/kept']:.0f}%")
+        elapsed = time.time() - self.t0
+        if self.t0 and step > self.step0 and elapsed > 0:
+            rate = (step - self.step0) / elapsed
+            eta = _duration((end - step) / rate)
+            rest = " + fine-tuning" if self.phase == "pretrain" and self.plan.finetune_steps \
+                else ""
+            parts.append(f"{rate:.2f} steps/s ETA {eta}{rest}")
+        logging.info("%s", "  ".join(p for p in parts if p))
+        if self.phase == "finetune" and "pseudo/kept" in summary:
+            self.zero_kept = self.zero_kept + 1 if summary["pseudo/kept"] == 0.0 else 0
+            if self.zero_kept == self.ZERO_KEPT_INTERVALS:
+                logging.warning(
+                    "no pseudo-label kept for %d log intervals (step %d): L_l trains on "
+                    "nothing; raise config.loss.epsilon (see the pseudo/confidence scalar) or "
+                    "pre-train longer", self.zero_kept, step)
+
+
 class _Preemption:
     """Turns SIGTERM into a flag the loop checks after each step (save, then exit cleanly)."""
 
@@ -172,7 +233,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     is_main = jax.process_index() == 0
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
     if start == 0 and is_main:
-        parameter_overview.log_parameter_overview(state.params)
+        # The parameter table (150+ lines) goes to a file, not the console.
+        with open(os.path.join(workdir, "parameters.txt"), "w") as f:
+            f.write(parameter_overview.get_parameter_overview(state.params) + "\n")
         writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
     logging.info("Plan: %d pre-training + %d fine-tuning steps", plan.pretrain_steps,
                  plan.finetune_steps)
@@ -189,6 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     phase, batches = None, None
     step = start
     last_metrics: list[dict] = []
+    progress = _Progress(plan)
+    first_of_phase = False
     with metric_writers.ensure_flushes(writer), _Preemption() as preemption:
         while step < plan.total_steps:
             want = "pretrain" if step < plan.pretrain_steps else "finetune"
@@ -201,6 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     logging.info("Step %d: switching to fine-tuning", step)
                 phase_start = step if want == "pretrain" else step - plan.pretrain_steps
                 phase, batches = want, _iterators(config, want, phase_start)
+                progress.before_first_step(phase, step)
+                first_of_phase = True
             batch = next(batches)
             rngs = jax.random.split(jax.random.fold_in(base_rng, step), n_local)
             fn = p_pretrain if phase == "pretrain" else p_finetune
@@ -208,6 +275,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             new_state, metrics = fn(rstate, batch, rngs)
             last_metrics.append(metrics)
             step += 1
+            if first_of_phase:
+                progress.after_first_step(step, lambda s=new_state: jax.block_until_ready(s.step))
+                first_of_phase = False
             report(step, t0)
             stop_now = step == config.stop_after_steps
             save_now = (step % config.checkpoint_every_steps == 0 or step == plan.total_steps
@@ -222,6 +292,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 summary["lr"] = float(schedule(step - 1))
                 summary["phase"] = 0.0 if phase == "pretrain" else 1.0
                 writer.write_scalars(step, summary)
+                if is_main:
+                    progress.log(step, summary)
             rstate = new_state
             if save_now or preemption.requested:
                 checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)

@@ -82,7 +82,7 @@ def test_sigterm_saves_and_exits_cleanly(tiny_data_dir, tmp_path):
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
     deadline = time.time() + 400
-    while time.time() < deadline and not any(re.search(r"\[3\] ", ln) for ln in lines):
+    while time.time() < deadline and not any(re.search(r"pretrain 3/", ln) for ln in lines):
         assert proc.poll() is None, "".join(lines[-50:])
         time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)

@@ -35,7 +35,7 @@ The builder reorders joints with `to_canonical(x, DATASET_TO_CANONICAL[joint_ord
 to mm, mirrors left hands (image flipped, u, x and K adjusted) and puts a box around the visible
 keypoints, like every other builder.
 
-Converting MVHand (ShichengChen/multiviewDataset; shared/docs/DATASETS.md section 5): for each
+Converting MVHand (github.com/ShichengChen/multiviewDataset): for each
 sequence, frame f and view v, the 3D joints in view v's camera are inv(pose_v) @ X with X the
 homogeneous row f of `mlresults/<seq>-joints.npy` (mm, reference-camera frame) and pose_v from
 `calib.pkl`; K is the view's published intrinsics (fx, fy, cx, cy); the image is
