@@ -18,9 +18,13 @@ All functions take arrays with any number of leading batch axes and are jit-able
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import functools
 
-from hpe_jax.hand.skeleton import REFERENCE_BONE, ROOT
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hpe_jax.hand.skeleton import BONES, REFERENCE_BONE, ROOT
 
 Array = jnp.ndarray
 
@@ -74,34 +78,126 @@ def decode_25d(uv: Array, z_rel: Array, K: Array, z_root: Array, scale: Array) -
     return backproject(uv, depth, K)
 
 
+#: Floor of the quadratic's leading coefficient a = |x_n - x_m|^2 (squared difference of the
+#: reference bone's normalised rays). When both joints fall on one pixel, a = b = 0 and the
+#: closed form is 0/0; the floor caps the root depth at 1/sqrt(A_MIN) = 1e4 bone units (hundreds
+#: of metres: far beyond any hand), so a degenerate prediction yields a finite, obviously wrong
+#: pose (which the pseudo-label confidence then rejects) instead of NaN.
+A_MIN = 1e-8
+
+
+@functools.cache
+def template_bone_lengths() -> np.ndarray:
+    """(20,) lengths of `skeleton.BONES` of the synthetic template hand, in reference-bone units
+    (the default hand for root disambiguation and the least-squares root fit)."""
+    from hpe_jax.hand import kinematics  # noqa: PLC0415  (kinematics is heavier; used here only)
+
+    with jax.ensure_compile_time_eval():  # a constant, also when first called inside jit
+        t = np.asarray(kinematics.template_pose(), np.float64)
+    lengths = np.stack([np.linalg.norm(t[c] - t[p]) for p, c in BONES])
+    return (lengths / np.linalg.norm(t[REFERENCE_BONE[1]] - t[REFERENCE_BONE[0]])).astype(
+        np.float32)
+
+
+def _bone_vectors(uv: Array, z_rel: Array, K: Array) -> tuple[Array, Array]:
+    """Bone b's 3D vector is A_b Z_root + B_b (reference-bone units) for a root depth Z_root:
+    returns A, B of shape (..., 20, 3) from rays x and root-relative depths z."""
+    rays = normalized_rays(uv, K)
+    parents = jnp.asarray([p for p, _ in BONES])
+    children = jnp.asarray([c for _, c in BONES])
+    xp, xc = rays[..., parents, :], rays[..., children, :]
+    zp, zc = z_rel[..., parents, None], z_rel[..., children, None]
+    return xc - xp, xc * zc - xp * zp
+
+
+def _bone_error(uv: Array, z_rel: Array, K: Array, z_root: Array, lengths: Array) -> Array:
+    """sum_b (|bone_b(z_root)| - lengths_b)^2 (...,), +inf where a joint is not in front."""
+    a, b = _bone_vectors(uv, z_rel, K)
+    err = jnp.sum((jnp.linalg.norm(a * z_root[..., None, None] + b, axis=-1) - lengths) ** 2, -1)
+    in_front = jnp.min(z_root[..., None] + z_rel, axis=-1) > 0
+    return jnp.where(in_front, err, jnp.inf)
+
+
 def recover_root_depth(
-    uv: Array, z_rel: Array, K: Array, bone: tuple[int, int] = REFERENCE_BONE
+    uv: Array, z_rel: Array, K: Array, bone: tuple[int, int] = REFERENCE_BONE,
+    choose: str = "bones", bone_lengths: Array | None = None,
 ) -> Array:
     """Closed-form root depth of Iqbal et al. (ECCV 2018, Sec. 3.2), in reference-bone units.
 
     With normalised rays x_k = K^-1 [u_k, v_k, 1] and depths Z_k = Z_root + z_rel_k (all in units of
     the reference bone), the reference bone has unit length:
         || x_n (Z_root + z_n) - x_m (Z_root + z_m) ||^2 = 1,
-    a quadratic a Z^2 + b Z + c = 0 in Z_root; the larger root is the one in front of the camera.
-    Multiply by the hand's scale (mm) to get the metric root depth. Where the discriminant is
-    negative (an inconsistent prediction) it is clamped to zero, giving the closest real solution.
+    a quadratic a Z^2 + b Z + c = 0 in Z_root. Multiply by the hand's scale (mm) to get the metric
+    root depth. Where the discriminant is negative (an inconsistent prediction) it is clamped to
+    zero, giving the closest real solution; a is floored at `A_MIN` (joints n and m on one pixel),
+    so the result is always finite.
+
+    Which of the two roots: both give the reference bone unit length. Iqbal et al. take the
+    larger (`choose="larger"`), which is right when the smaller one is behind the camera, but
+    wrong when the reference bone points along the viewing ray: then both are in front and the
+    smaller may be the true one. `choose="bones"` (default) takes the root whose whole hand is in
+    front of the camera and whose other 19 bones best match `bone_lengths` (sum of squared length
+    errors); the larger root where neither hand is in front.
 
     Args:
       uv: (..., 21, 2) pixels; z_rel: (..., 21) root-relative depths; K: (..., 3, 3).
+      choose: "bones" or "larger" (see above).
+      bone_lengths: (20,) or (..., 20) lengths of `skeleton.BONES` in reference-bone units for
+        "bones"; default `template_bone_lengths()`.
     Returns:
       (...,) root depth divided by the reference bone length.
     """
+    if choose not in ("bones", "larger"):
+        raise ValueError(f"unknown root choice {choose!r}; use 'bones' or 'larger'")
     n, m = bone
     rays = normalized_rays(uv, K)
     xn, xm = rays[..., n, :], rays[..., m, :]
     zn, zm = z_rel[..., n, None], z_rel[..., m, None]
     dx = xn - xm
     dz = xn * zn - xm * zm
-    a = jnp.sum(dx * dx, axis=-1)
+    a = jnp.maximum(jnp.sum(dx * dx, axis=-1), A_MIN)
     b = 2.0 * jnp.sum(dx * dz, axis=-1)
     c = jnp.sum(dz * dz, axis=-1) - 1.0
     disc = jnp.maximum(b * b - 4.0 * a * c, 0.0)
-    return (-b + jnp.sqrt(disc)) / (2.0 * a)
+    larger = (-b + jnp.sqrt(disc)) / (2.0 * a)
+    if choose == "larger":
+        return larger
+    smaller = (-b - jnp.sqrt(disc)) / (2.0 * a)
+    lengths = template_bone_lengths() if bone_lengths is None else jnp.asarray(bone_lengths)
+    lengths = lengths.astype(uv.dtype)
+    use_smaller = (_bone_error(uv, z_rel, K, smaller, lengths)
+                   < _bone_error(uv, z_rel, K, larger, lengths))
+    return jnp.where(use_smaller, smaller, larger)
+
+
+def fit_root_depth_lsq(
+    uv: Array, z_rel: Array, K: Array, bone_lengths: Array | None = None, iterations: int = 20,
+) -> Array:
+    """Root depth fitted to all 20 bones by least squares, in reference-bone units (...,).
+
+    Minimises sum_b (|A_b Z + B_b| - L_b)^2 over Z (bone b's vector is A_b Z + B_b, see
+    `_bone_vectors`) by Gauss-Newton from the weak-perspective estimate
+    Z0 = sum_b L_b |A_b| / sum_b |A_b|^2. A robust alternative to `recover_root_depth`, which
+    uses one short bone: at a 64-px output one pixel of noise on it moves the root by ~35 mm,
+    while the fit averages the noise over every bone. It needs the hand's bone proportions
+    (`bone_lengths`, default the template's); their error becomes a bias of the root depth.
+
+    Args:
+      uv: (..., 21, 2) pixels; z_rel: (..., 21) reference-bone units; K: (..., 3, 3).
+      bone_lengths: (20,) or (..., 20) in reference-bone units.
+    """
+    lengths = template_bone_lengths() if bone_lengths is None else jnp.asarray(bone_lengths)
+    lengths = lengths.astype(uv.dtype)
+    a, b = _bone_vectors(uv, z_rel, K)
+    a_norm = jnp.linalg.norm(a, axis=-1)
+    z = jnp.sum(lengths * a_norm, -1) / jnp.maximum(jnp.sum(a_norm ** 2, -1), A_MIN)
+    for _ in range(iterations):
+        v = a * z[..., None, None] + b
+        norm = jnp.maximum(jnp.linalg.norm(v, axis=-1), 1e-9)
+        r = norm - lengths
+        j = jnp.sum(v * a, -1) / norm
+        z = z - jnp.sum(j * r, -1) / jnp.maximum(jnp.sum(j * j, -1), A_MIN)
+    return z
 
 
 # ---------------------------------------------------------------------------------------------

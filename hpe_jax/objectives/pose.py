@@ -52,9 +52,19 @@ def multimodal_loss(
     Returns:
       dict with 'pose' (l), 'mask' and 'depth_map' (the L1 terms, mean over pixels) averaged over
       the batch (with 'weights': mean over the batch of weight * term, so rejected examples
-      count as zero, as the indicator of Eq. 9 does), and 'total' = the weighted sum of the three.
+      count as zero, as the indicator of Eq. 9 does; a weight-0 example's target is never read,
+      so a non-finite one leaves the loss and its gradient finite), and 'total' = the weighted
+      sum of the three.
       Terms the target lacks are 0.
     """
+    w = target.get("weights")
+    if w is not None:
+        # A rejected example's target may be garbage (a degenerate pseudo-label: NaN). Replace it
+        # before any arithmetic, so that neither the loss nor its gradient sees it: NaN * 0 is
+        # NaN, and even jnp.where on the loss alone would leave NaN in the backward pass.
+        keep = w > 0
+        target = {k: (jnp.where(keep.reshape(keep.shape + (1,) * (v.ndim - 1)), v, 0.0)
+                      if k != "weights" else v) for k, v in target.items()}
     per_example = {"pose": pose_distance_25d(pred["uv"], pred["z"], target["uv"], target["z"],
                                              lambda_z, uv_scale=uv_scale)}
     zero = jnp.zeros_like(per_example["pose"])
@@ -66,11 +76,10 @@ def multimodal_loss(
         jnp.mean(jnp.abs(pred["depth_map"] - target["depth_target"]), axis=(1, 2, 3))
         if "depth_target" in target else zero
     )
-    w = target.get("weights")
     if w is None:
         out = {k: jnp.mean(v) for k, v in per_example.items()}
     else:
         w = w.astype(jnp.float32)
-        out = {k: jnp.mean(v * w) for k, v in per_example.items()}
+        out = {k: jnp.mean(jnp.where(keep, v * w, 0.0)) for k, v in per_example.items()}
     out["total"] = out["pose"] + lambda_m * out["mask"] + lambda_dm * out["depth_map"]
     return out

@@ -60,7 +60,9 @@ def make_pseudo_labels(
       pose_r, pose_f: (uv (N, J, 2), z (N, J)) of the first (RGB) and second (fused) pass.
       K: (N, 3, 3) output-resolution intrinsics of the image the poses were predicted on.
     Returns:
-      'uv', 'z' (the pseudo-label r), 'confidence' (N,) and 'keep' (N,) float (C <= epsilon).
+      'uv', 'z' (the pseudo-label r; zeros where not finite), 'confidence' (N,) (may be
+      non-finite), 'finite' (N,) float (r and C finite) and 'keep' (N,) float (finite and
+      C <= epsilon).
     """
     corr_r = corrected_25d(*pose_r, K, template)
     corr_f = corrected_25d(*pose_f, K, template)
@@ -68,5 +70,12 @@ def make_pseudo_labels(
     zs = jnp.stack([pose_r[1], corr_r[1], pose_f[1], corr_f[1]])
     r_uv, r_z = pseudo_label(uvs, zs)
     conf = pseudo_label_confidence(uvs, zs, lambda_z, uv_scale)
-    keep = (conf <= epsilon).astype(jnp.float32)
-    return {"uv": r_uv, "z": r_z, "confidence": conf, "keep": keep}
+    # A degenerate teacher pose (e.g. joints 9 and 10 on one pixel) can make the lifted pose, and
+    # so r and C, non-finite: such a label is rejected and its values zeroed, so nothing
+    # downstream (the loss, its gradient, the logged means) ever sees a NaN.
+    finite = (jnp.all(jnp.isfinite(r_uv), axis=(-2, -1)) & jnp.all(jnp.isfinite(r_z), axis=-1)
+              & jnp.isfinite(conf))
+    keep = (finite & (conf <= epsilon)).astype(jnp.float32)
+    return {"uv": jnp.where(finite[..., None, None], r_uv, 0.0),
+            "z": jnp.where(finite[..., None], r_z, 0.0),
+            "confidence": conf, "finite": finite.astype(jnp.float32), "keep": keep}

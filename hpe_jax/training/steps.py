@@ -264,7 +264,11 @@ def finetune_step(
 
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
     metrics["pseudo/kept"] = jnp.mean(labels["keep"])
-    metrics["pseudo/confidence"] = jnp.mean(labels["confidence"])
+    # Mean over the finite confidences: a degenerate label (rejected) must not make the log NaN.
+    finite = labels["finite"]
+    metrics["pseudo/confidence"] = (
+        jnp.sum(jnp.where(finite > 0, labels["confidence"], 0.0)) / jnp.maximum(jnp.sum(finite), 1))
+    metrics["pseudo/non_finite"] = 1.0 - jnp.mean(finite)
     new_state, metrics = _finish_step(state, grads, batch_stats, metrics, axis_name)
     if teacher == "ema" and new_state.teacher_params is not None:
         new_state = new_state.replace(

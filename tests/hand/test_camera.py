@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from hpe_jax.hand import camera, kinematics
 from hpe_jax.hand.skeleton import ROOT
@@ -54,6 +55,72 @@ def test_root_depth_recovery_within_01_mm():
         assert np.abs(np.asarray(z_hat) - xyz[:, ROOT, 2]).max() < 0.1
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+def _bone_along_the_ray(tilt_deg, sign, seed=0):
+    """A template hand (mm) whose reference bone points along the viewing ray of the root
+    (sign +1: away from the camera, -1: towards it), tilted by `tilt_deg` towards the optical
+    axis; and K."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    t = kinematics.template_pose().astype(np.float64)
+    t = t - t[ROOT]
+    root = np.array([30.0, -20.0, 500.0])
+    ray = root / np.linalg.norm(root)
+    perp = np.array([0.0, 0.0, 1.0]) - ray[2] * ray  # tilt towards the optical axis
+    perp /= np.linalg.norm(perp)
+    tilt = np.radians(tilt_deg)
+    target = sign * (np.cos(tilt) * ray + np.sin(tilt) * perp)
+    d = (t[10] - t[9]) / np.linalg.norm(t[10] - t[9])
+    rot = Rotation.align_vectors([target], [d])[0] * Rotation.from_rotvec(d * rng.uniform(0, 6))
+    K = np.array([[500.0, 0, 160], [0, 500.0, 120], [0, 0, 1]])
+    return rot.apply(t) + root, K
+
+
+@pytest.mark.parametrize("tilt_deg,sign", [(2.0, 1), (2.0, -1)])
+def test_root_choice_when_the_reference_bone_points_along_the_viewing_ray(tilt_deg, sign):
+    """Both roots of the quadratic give the reference bone unit length; here the larger one
+    (Iqbal et al.'s rule) is far off, the smaller is right. The 'bones' rule (whole hand in
+    front, other bones closest to the template's) and the all-bone least-squares fit find it."""
+    jax.config.update("jax_enable_x64", True)
+    try:
+        xyz, K = _bone_along_the_ray(tilt_deg, sign)
+        uv, z_rel, z_root, scale = camera.encode_25d(jnp.asarray(xyz), jnp.asarray(K))
+        truth = xyz[ROOT, 2]
+        larger = float(camera.recover_root_depth(uv, z_rel, K, choose="larger") * scale)
+        bones = float(camera.recover_root_depth(uv, z_rel, K) * scale)
+        lsq = float(camera.fit_root_depth_lsq(uv, z_rel, K) * scale)
+        assert abs(larger - truth) > 100.0
+        assert abs(bones - truth) < 0.1 and abs(lsq - truth) < 0.1
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_least_squares_root_fit_on_random_hands():
+    jax.config.update("jax_enable_x64", True)
+    try:
+        xyz, K = _random_hands(16, seed=2)
+        uv, z_rel, z_root, scale = camera.encode_25d(jnp.asarray(xyz), jnp.asarray(K))
+        z_hat = camera.fit_root_depth_lsq(uv, z_rel, K) * scale
+        assert np.abs(np.asarray(z_hat) - xyz[:, ROOT, 2]).max() < 0.1
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_root_depth_is_finite_when_the_reference_bone_collapses_to_one_pixel():
+    """Joints 9 and 10 on one pixel with equal depth: the closed form is 0/0 without the floor."""
+    xyz, K = _random_hands(2, seed=3)
+    uv, z_rel, _, _ = camera.encode_25d(jnp.float32(xyz), jnp.float32(K))
+    uv = uv.at[:, 10].set(uv[:, 9])
+    z_rel = z_rel.at[:, 10].set(z_rel[:, 9])
+    K = jnp.float32(K)
+    for choose in ("bones", "larger"):
+        z = camera.recover_root_depth(uv, z_rel, K, choose=choose)
+        assert np.all(np.isfinite(np.asarray(z))), choose
+    assert np.all(np.isfinite(np.asarray(camera.fit_root_depth_lsq(uv, z_rel, K))))
+    with pytest.raises(ValueError, match="'bones' or 'larger'"):
+        camera.recover_root_depth(uv, z_rel, K, choose="smaller")
 
 
 def test_square_box_and_crop_affine_map_box_to_crop():

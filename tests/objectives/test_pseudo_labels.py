@@ -70,3 +70,39 @@ def test_ema_update():
     np.testing.assert_allclose(out["b"]["c"], 3.0)
     same = ema_update(teacher, student, 1.0)
     np.testing.assert_allclose(same["w"], teacher["w"])
+
+
+def test_degenerate_teacher_pose_gives_a_finite_loss_and_gradient():
+    """Sample 1's teacher puts joints 9 and 10 on one pixel (the reference bone collapses), and
+    sample 2's pose is non-finite outright: their labels are rejected and zeroed, and L_l over the
+    batch (the kept sample only) and its gradient stay finite and equal the clean sample's."""
+    import jax
+
+    from hpe_jax.objectives.pose import multimodal_loss
+
+    xyz, K = _hand_in_crop(2)
+    uv, z, _, _ = camera.encode_25d(xyz, K)
+    uv, z, K = (jnp.concatenate([a] * 3) for a in (uv, z, K))
+    uv = uv.at[1, 10].set(uv[1, 9])
+    z = z.at[1, 10].set(z[1, 9])
+    uv = uv.at[2, 3, 0].set(jnp.nan)
+    labels = pl.make_pseudo_labels((uv, z), (uv, z), K, pl.normalized_template(),
+                                   lambda_z=50.0, epsilon=1e9)
+    for key in ("uv", "z", "keep"):
+        assert np.all(np.isfinite(np.asarray(labels[key]))), key
+    np.testing.assert_array_equal(np.asarray(labels["finite"])[[0, 2]], [1.0, 0.0])
+    assert float(labels["keep"][0]) == 1.0 and float(labels["keep"][2]) == 0.0
+    # The gradient must not see a rejected label even where it is NaN (NaN * 0 = NaN).
+    target = {"uv": labels["uv"].at[2].set(jnp.nan), "z": labels["z"], "weights": labels["keep"]}
+
+    def loss(offset):
+        pred = {"uv": uv.at[2].set(0.0) + offset, "z": z}
+        return multimodal_loss(pred, target, lambda_z=50.0)["pose"]
+
+    value, grad = jax.value_and_grad(loss)(jnp.float32(0.3))
+    assert np.isfinite(float(value)) and np.isfinite(float(grad))
+    expected = sum(float(multimodal_loss(
+        {"uv": uv[i:i + 1] + 0.3, "z": z[i:i + 1]},
+        {"uv": labels["uv"][i:i + 1], "z": labels["z"][i:i + 1]}, lambda_z=50.0)["pose"])
+        for i in range(2) if labels["keep"][i] > 0)
+    np.testing.assert_allclose(float(value), expected / 3, rtol=1e-5)
