@@ -9,8 +9,11 @@ What is timed, and how (`tools/benchmark.py` is the command line):
   pmapped like the evaluator's step, same timing.
 - Input pipelines (`benchmark_pipeline`): `data.pipeline.labelled_dataset` /
   `unlabelled_dataset` on a prepared TFDS dataset; host batches per second after a warm-up.
-- FLOPs come from XLA's cost analysis of the compiled program (`flops_of`); the peak is a timed
-  square matmul (`matmul_peak`); MFU = achieved FLOP/s / peak FLOP/s, per device.
+- FLOPs per step are counted analytically from the network's shapes (`hpe_jax.flops`, torch's
+  flop_counter convention: forward + 2x for the backward of trained layers), the same on every
+  platform; XLA's cost analysis of the compiled program (`flops_of`) is kept beside it as
+  `xla_flops_per_step` (on GPU it leaves out cuDNN's convolutions). The peak is a timed square
+  matmul (`matmul_peak`); MFU = analytic FLOPs per step / best step time / peak, per device.
 - A plain ResNet classifier step (`benchmark_resnet_classifier`) gives a framework-level anchor
   (`benchmarks/torch_reference.py --model=resnet` times the same step in PyTorch).
 
@@ -37,6 +40,7 @@ import numpy as np
 import optax
 from flax import jax_utils
 
+from hpe_jax import flops as analytic
 from hpe_jax.models.resnet import ResNet
 from hpe_jax.training import steps as train_steps
 from hpe_jax.training.factory import build_model
@@ -128,17 +132,21 @@ def matmul_peak(dtype: str = "float32", size: int | None = None, *, steps: int =
             "flops_per_s_all": [flops / t for t in times]}
 
 
-def _with_flops(result: dict, flops_per_device: float | None, n_devices: int,
-                peak: float | None) -> dict:
-    """Adds FLOPs per step, achieved FLOP/s (best repeat) and MFU against `peak` (per device)."""
-    result["flops_per_step"] = None if flops_per_device is None else flops_per_device * n_devices
-    if flops_per_device is None:
-        result["achieved_flops_per_s"] = None
-        result["mfu"] = None
-        return result
-    achieved = flops_per_device * n_devices / result["step_time_s_best"]
+def _with_flops(result: dict, count: analytic.FlopCount, xla_flops_per_device: float | None,
+                n_devices: int, peak: float | None) -> dict:
+    """Adds FLOPs per step (analytic, global), achieved FLOP/s (best repeat) and MFU against
+    `peak` (per device); XLA's count (`xla_flops_per_step`, global) and its MFU kept beside."""
+    flops = count.total
+    result["flops_per_step"] = flops
+    result["flops_source"] = "analytic (hpe_jax.flops)"
+    result["flops_breakdown"] = count.as_dict()
+    achieved = flops / result["step_time_s_best"]
     result["achieved_flops_per_s"] = achieved
     result["mfu"] = None if not peak else achieved / (peak * n_devices)
+    xla = None if xla_flops_per_device is None else xla_flops_per_device * n_devices
+    result["xla_flops_per_step"] = xla
+    result["xla_mfu"] = (None if xla is None or not peak
+                         else xla / result["step_time_s_best"] / (peak * n_devices))
     return result
 
 
@@ -281,7 +289,9 @@ def benchmark_train_step(config: ml_collections.ConfigDict, phase: str, *, steps
     result = summarize(times, items)
     result.update(phase=phase, compile_s=compile_s, devices=n_dev,
                   final_loss=float(np.asarray(loss)[0]))
-    return _with_flops(result, flops_of(compiled), n_dev, peak_flops_per_s)
+    count = (analytic.pretrain_step(config) if phase == "pretrain"
+             else analytic.finetune_step(config))
+    return _with_flops(result, count, flops_of(compiled), n_dev, peak_flops_per_s)
 
 
 def benchmark_eval(config: ml_collections.ConfigDict, *, batch_size: int | None = None,
@@ -312,7 +322,8 @@ def benchmark_eval(config: ml_collections.ConfigDict, *, batch_size: int | None 
                          warmup=warmup)
     result = summarize(times, batch_size)
     result.update(compile_s=compile_s, devices=n_dev)
-    return _with_flops(result, flops_of(compiled), n_dev, peak_flops_per_s)
+    return _with_flops(result, analytic.eval_step(config, batch_size), flops_of(compiled), n_dev,
+                       peak_flops_per_s)
 
 
 def benchmark_pipeline(config: ml_collections.ConfigDict, kind: str, *, batches: int = 20,
@@ -410,7 +421,9 @@ def benchmark_resnet_classifier(*, depth: int = 18, image_size: int = 128, batch
     result = summarize(times, batch_size)
     result.update(model=f"resnet{depth}", image_size=image_size, batch_size=batch_size,
                   dtype=dtype, compile_s=compile_s, devices=1)
-    return _with_flops(result, flops_of(compiled), 1, peak_flops_per_s)
+    count = analytic.resnet_classifier_step(depth=depth, image_size=image_size,
+                                            batch_size=batch_size)
+    return _with_flops(result, count, flops_of(compiled), 1, peak_flops_per_s)
 
 
 # ---------------------------------------------------------------------------------------------
