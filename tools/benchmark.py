@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -61,12 +62,20 @@ def _prepare(config) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    # tf.data must not grab the accelerator memory JAX needs.
-    import tensorflow as tf  # noqa: PLC0415
+    from hpe_jax import benchmarking, compile_cache  # noqa: PLC0415
 
-    tf.config.set_visible_devices([], "GPU")
-    from hpe_jax import benchmarking  # noqa: PLC0415
+    unknown = [b for b in _BENCHMARKS.value if b not in benchmarking.ALL_BENCHMARKS]
+    if unknown:
+        print(f"tools.benchmark: unknown --benchmarks {','.join(unknown)}; valid names: "
+              f"{','.join(benchmarking.ALL_BENCHMARKS)}", file=sys.stderr)
+        sys.exit(2)
+    compile_cache.enable()
+    if "pipeline" in _BENCHMARKS.value:
+        # TensorFlow only for the input-pipeline benchmark: JAX-on-GPU machines often lack it.
+        # tf.data must not grab the accelerator memory JAX needs.
+        import tensorflow as tf  # noqa: PLC0415
 
+        tf.config.set_visible_devices([], "GPU")
     config = _CONFIG.value
     if _PREPARE.value and "pipeline" in _BENCHMARKS.value:
         _prepare(config)

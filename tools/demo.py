@@ -23,6 +23,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "runs/data", "TFDS data_dir for synt
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.INFO)
+    from hpe_jax import compile_cache  # noqa: PLC0415
+
+    compile_cache.enable()  # persistent XLA cache, README "Compilation cache"
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.set_visible_devices([], "GPU")
