@@ -22,6 +22,7 @@ exact and the result does not depend on the batching.
   scale, then translate so the predicted root (middle MCP, `skeleton.ROOT`) lies on the true root.
 - "recovered_root": root depth from Iqbal et al.'s closed form (`camera.recover_root_depth`) times
   the ground-truth scale; absolute camera-frame errors.
+- "recovered_root_lsq": the root depth fitted to all bones by least squares instead.
 - "procrustes": the known-root prediction aligned to the ground truth by a similarity transform
   (`metrics.procrustes_align`, reflections allowed as in FreiHAND's evaluation), fitted on all
   joints; errors counted on visible joints like every other 3D metric.
@@ -60,7 +61,7 @@ EXAMPLE_KEYS: dict[str, str] = {
     "scale": "() reference-bone length in mm",
     "index": "() int, unique per example",
 }
-GROUPS_3D = ("known_root", "recovered_root", "procrustes")
+GROUPS_3D = ("known_root", "recovered_root", "recovered_root_lsq", "procrustes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,8 @@ class EvalResult:
     info: name -> a sentence saying which protocol a metric follows.
     arrays: per-sample arrays sorted by index, N = number of distinct examples:
       index (N,) int64; pred_uv, gt_uv (N, J, 2) output px; pred_z, gt_z (N, J) bone units;
-      pred_3d (N, J, 3) mm (known root), pred_3d_recovered_root (N, J, 3) mm, gt_3d (N, J, 3) mm;
+      pred_3d (N, J, 3) mm (known root), pred_3d_recovered_root, pred_3d_lsq_root (N, J, 3) mm,
+      gt_3d (N, J, 3) mm;
       visibility (N, J) float32 0/1; output_size (N,) int32 (square output, pixels).
     """
 
@@ -103,24 +105,75 @@ def lift_recovered_root(uv: Array, z: Array, K: Array, scale: Array) -> Array:
     return camera.decode_25d(uv, z, K, z_root, scale)
 
 
-def _eval_step(variables: Any, batch: dict[str, Array], *, apply_fn: ApplyFn) -> dict[str, Array]:
+def lift_lsq_root(uv: Array, z: Array, K: Array, scale: Array) -> Array:
+    """Root depth fitted to all bones by least squares (`camera.fit_root_depth_lsq`, template
+    proportions) times the true scale (mm): (..., J, 3). A robust variant of
+    `lift_recovered_root`, whose closed form rests on the one short reference bone."""
+    z_root = camera.fit_root_depth_lsq(uv, z, K) * scale
+    return camera.decode_25d(uv, z, K, z_root, scale)
+
+
+#: What a dataset's joint 0 holds: "wrist" (the network's joint 0) or "palm", STB's palm centre,
+#: which predictions are converted to as 0.5 (wrist + middle MCP), the way the labels define it.
+JOINT0_CHOICES = ("wrist", "palm")
+
+
+def dataset_joint0(name: str) -> str:
+    """"palm" for STB's palm configuration ("stb" alone is it: its first builder config), else
+    "wrist"."""
+    base, _, config = name.partition("/")
+    return "palm" if base == "stb" and config in ("", "palm") else "wrist"
+
+
+def wrist_to_palm(pred: dict[str, Array], z_root: Array, scale: Array, K: Array
+                  ) -> dict[str, Array]:
+    """Replaces joint 0 of every prediction by the palm centre 0.5 (wrist + middle MCP).
+
+    The 3D poses take the midpoint in 3D; uv is the projection of the midpoint of the pose decoded
+    with the true root depth, and z the mean of the two joints' relative depths (the palm centre's
+    exactly: depth is linear along the segment).
+
+    Args:
+      pred: 'pred_uv' (..., J, 2), 'pred_z' (..., J) and 3D poses 'pred_3d*' (..., J, 3) mm.
+      z_root, scale: (...,) mm; K: (..., 3, 3).
+    """
+    out = dict(pred)
+    uv, z = pred["pred_uv"], pred["pred_z"]
+    xyz = camera.decode_25d(uv, z, K, z_root, scale)
+    palm = 0.5 * (xyz[..., 0, :] + xyz[..., ROOT, :])
+    out["pred_uv"] = uv.at[..., 0, :].set(camera.project(palm[..., None, :], K)[..., 0, :])
+    out["pred_z"] = z.at[..., 0].set(0.5 * (z[..., 0] + z[..., ROOT]))
+    for key in pred:
+        if key.startswith("pred_3d"):
+            x = pred[key]
+            out[key] = x.at[..., 0, :].set(0.5 * (x[..., 0, :] + x[..., ROOT, :]))
+    return out
+
+
+def _eval_step(variables: Any, batch: dict[str, Array], *, apply_fn: ApplyFn,
+               joint0: str = "wrist") -> dict[str, Array]:
     uv, z = apply_fn(variables, batch["image"])
     uv, z = uv.astype(jnp.float32), z.astype(jnp.float32)
     k, scale = batch["K"], batch["scale"]
-    return {
+    out = {
         "pred_uv": uv,
         "pred_z": z,
         "pred_3d": lift_known_root(uv, z, k, batch["z_root"], scale,
                                    batch["keypoints_3d"][..., ROOT, :]),
         "pred_3d_recovered_root": lift_recovered_root(uv, z, k, scale),
+        "pred_3d_lsq_root": lift_lsq_root(uv, z, k, scale),
     }
+    # The roots are recovered from the network's own joints (a wrist) before joint 0 is
+    # converted: the bone-length criteria assume a wrist.
+    return wrist_to_palm(out, batch["z_root"], scale, k) if joint0 == "palm" else out
 
 
 @functools.lru_cache(maxsize=16)
-def _pmapped_step(apply_fn: ApplyFn, devices: tuple[Any, ...]) -> Callable:
+def _pmapped_step(apply_fn: ApplyFn, devices: tuple[Any, ...], joint0: str = "wrist"
+                  ) -> Callable:
     # Cached so that evaluators built again for the same model and devices reuse the compiled step.
-    return jax.pmap(functools.partial(_eval_step, apply_fn=apply_fn), axis_name="batch",
-                    devices=list(devices))
+    return jax.pmap(functools.partial(_eval_step, apply_fn=apply_fn, joint0=joint0),
+                    axis_name="batch", devices=list(devices))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,6 +212,9 @@ def compute_metrics(
     errors = {
         "known_root": M.joint_errors(arrays["pred_3d"], gt),
         "recovered_root": M.joint_errors(arrays["pred_3d_recovered_root"], gt),
+        # Absent from predictions saved before the variant existed.
+        **({"recovered_root_lsq": M.joint_errors(arrays["pred_3d_lsq_root"], gt)}
+           if "pred_3d_lsq_root" in arrays else {}),
         "procrustes": M.procrustes_errors(arrays["pred_3d"], gt, procrustes_reflection),
     }
     for group, err in errors.items():
@@ -187,7 +243,11 @@ def compute_metrics(
         "epe_mean_mm": "hand3d EvalUtil: mean over joints of the per-joint mean over visible "
                        "samples",
         "known_root": "decode_25d with GT root depth and scale, predicted root moved onto GT root",
-        "recovered_root": "root depth from recover_root_depth (Iqbal et al.) x GT scale, absolute",
+        "recovered_root": "root depth from recover_root_depth (Iqbal et al.'s closed form on the "
+                          "reference bone; root chosen by the other bones) x GT scale, absolute; "
+                          "one px of noise on that short bone moves the root by ~35 mm at 64 px",
+        "recovered_root_lsq": "root depth fitted to all bones by least squares "
+                              "(fit_root_depth_lsq, template proportions) x GT scale, absolute",
         "procrustes": "known_root aligned by scale+rotation+translation on all joints, "
                       + ("reflections allowed (FreiHAND)" if procrustes_reflection
                          else "proper rotations only"),
@@ -219,12 +279,15 @@ class Evaluator:
       auc_20_50_protocol, procrustes_reflection: see `compute_metrics`.
       shard: (process_index, process_count) to evaluate; default (jax.process_index(),
         jax.process_count()). Only override it to evaluate one shard by hand.
+      joint0: what the dataset's joint 0 is: "wrist", or "palm" (STB's palm centre; predictions
+        are converted by `wrist_to_palm`). `dataset_joint0(name)` gives it for a TFDS name.
     """
 
     def __init__(
         self, apply_fn: ApplyFn, dataset: Any, *, global_batch_size: int, output_size: int,
         devices: list[Any] | None = None, auc_20_50_protocol: str = M.DEFAULT_AUC_20_50,
         procrustes_reflection: bool = True, shard: tuple[int, int] | None = None,
+        joint0: str = "wrist",
     ) -> None:
         self._devices = list(devices) if devices is not None else jax.local_devices()
         self._process, self._num_processes = (
@@ -238,6 +301,8 @@ class Evaluator:
         if auc_20_50_protocol not in M.AUC_20_50_GRIDS:
             raise ValueError(f"unknown auc_20_50_protocol {auc_20_50_protocol!r}; "
                              f"choose one of {sorted(M.AUC_20_50_GRIDS)}")
+        if joint0 not in JOINT0_CHOICES:
+            raise ValueError(f"unknown joint0 {joint0!r}; use one of {JOINT0_CHOICES}")
         if _is_tf_dataset(dataset):
             missing = sorted(set(EXAMPLE_KEYS) - set(dataset.element_spec))
             if missing:
@@ -252,9 +317,9 @@ class Evaluator:
         self._auc_protocol = auc_20_50_protocol
         self._reflection = procrustes_reflection
         try:
-            self._step = _pmapped_step(apply_fn, tuple(self._devices))
+            self._step = _pmapped_step(apply_fn, tuple(self._devices), joint0)
         except TypeError:  # an unhashable apply_fn: build (and later compile) a fresh one
-            self._step = _pmapped_step.__wrapped__(apply_fn, tuple(self._devices))
+            self._step = _pmapped_step.__wrapped__(apply_fn, tuple(self._devices), joint0)
 
     # -- data --------------------------------------------------------------------------------
 
@@ -307,7 +372,7 @@ class Evaluator:
             raise ValueError(f"process {self._process} got no examples: the dataset is empty or "
                              "has fewer examples than processes")
         local = {}
-        for k in ("pred_uv", "pred_z", "pred_3d", "pred_3d_recovered_root"):
+        for k in ("pred_uv", "pred_z", "pred_3d", "pred_3d_recovered_root", "pred_3d_lsq_root"):
             local[k] = np.concatenate([np.asarray(o[k]).reshape((-1,) + o[k].shape[2:])
                                        for o in outputs])
         for src, dst in (("uv", "gt_uv"), ("z", "gt_z"), ("visibility", "visibility"),

@@ -43,6 +43,8 @@ _HEADLINE = (
     ("procrustes/auc_0_50", "PA AUC 0-50 mm", "{:.4f}"),
     ("recovered_root/epe_mean_mm", "3D EPE mean, recovered root (mm)", "{:.2f}"),
     ("recovered_root/auc_20_50", "3D PCK AUC 20-50 mm, recovered root", "{:.4f}"),
+    ("recovered_root_lsq/epe_mean_mm", "3D EPE mean, least-squares root over all bones (mm)",
+     "{:.2f}"),
 )
 
 

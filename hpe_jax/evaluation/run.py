@@ -22,7 +22,7 @@ import numpy as np
 
 from hpe_jax import export
 from hpe_jax.evaluation import report
-from hpe_jax.evaluation.evaluator import EvalResult, Evaluator
+from hpe_jax.evaluation.evaluator import EvalResult, Evaluator, dataset_joint0
 
 #: Examples drawn in qualitative.png (the first ones of the split).
 NUM_QUALITATIVE = 16
@@ -96,8 +96,11 @@ def evaluate_checkpoint(
     per = jax.process_count() * len(devices)
     batch = -(-int(config.eval_batch_size) // per) * per
     apply_fn = _rgb_apply(tuple(sorted(config.model.to_dict().items())))
+    # STB's palm configuration labels joint 0 as the palm centre: convert the predictions.
+    joint0 = dataset_joint0(name)
     result = Evaluator(apply_fn, ds, global_batch_size=batch,
-                       output_size=config.data.output_size, devices=devices).run(ck.variables)
+                       output_size=config.data.output_size, devices=devices,
+                       joint0=joint0).run(ck.variables)
 
     if output_dir is None:
         # Beside checkpoints/ (the run's workdir), never inside the orbax directory.
@@ -108,7 +111,7 @@ def evaluate_checkpoint(
         "weights": ck.weights, "dataset": name, "split": split, "data_dir": data_dir,
         "num_samples": int(result.metrics["num_samples"]), "split_size": int(split_size),
         "input_size": int(config.data.input_size), "output_size": int(config.data.output_size),
-        "eval_batch_size": batch, "model": config.model.to_dict(),
+        "eval_batch_size": batch, "model": config.model.to_dict(), "joint0": joint0,
     }
     files: dict[str, str] = {}
     if jax.process_index() == 0:

@@ -187,3 +187,36 @@ def test_one_and_four_devices_give_identical_metrics(tmp_path):
     with np.load(out) as arrays:
         for k, v in one.arrays.items():
             np.testing.assert_array_equal(arrays[k], v, err_msg=k)
+
+
+def test_stb_palm_joint0_is_scored_against_the_converted_prediction():
+    """STB's palm configuration labels joint 0 as the palm centre 0.5 (wrist + middle MCP). A
+    perfect network predicts the wrist; converted, joint 0 scores zero error, unconverted it is
+    scored wrist against palm (tens of mm)."""
+    from hpe_jax.evaluation.evaluator import dataset_joint0
+
+    examples = make_examples(noise=0.0)
+    for ex in examples:
+        # The network's targets (embedded in the image) keep the wrist; the labels get the palm.
+        xyz = ex["keypoints_3d"].astype(np.float64)
+        xyz[0] = 0.5 * (xyz[0] + xyz[ROOT])
+        uv, z, _, _ = camera.encode_25d(jnp.asarray(xyz, jnp.float32), jnp.asarray(ex["K"]))
+        ex.update(keypoints_3d=xyz.astype(np.float32), uv=np.asarray(uv), z=np.asarray(z))
+    perfect = lambda v, im: (im.reshape(-1, 768)[:, :42].reshape(-1, 21, 2),  # noqa: E731
+                             im.reshape(-1, 768)[:, 42:63])
+    results = {j0: Evaluator(perfect, examples, global_batch_size=BATCH, output_size=OUT,
+                             joint0=j0).run({}) for j0 in ("palm", "wrist")}
+    palm, wrist = (results[j].per_joint for j in ("palm", "wrist"))
+    assert palm["known_root/epe_mm"][0] < 1e-2 and wrist["known_root/epe_mm"][0] > 10.0
+    assert palm["recovered_root/epe_mm"][0] < 1.0 and palm["recovered_root_lsq/epe_mm"][0] < 1.0
+    np.testing.assert_allclose(results["palm"].arrays["pred_uv"][:, 0],
+                               results["palm"].arrays["gt_uv"][:, 0], atol=1e-3)
+    np.testing.assert_allclose(results["palm"].arrays["pred_z"][:, 0],
+                               results["palm"].arrays["gt_z"][:, 0], atol=1e-4)
+    assert results["palm"].metrics["pck_2d"] == 1.0
+    # The other joints are untouched.
+    np.testing.assert_allclose(palm["known_root/epe_mm"][1:], wrist["known_root/epe_mm"][1:])
+    assert [dataset_joint0(n) for n in ("stb/palm", "stb", "stb/wrist", "rhd", "freihand")] == \
+        ["palm", "palm", "wrist", "wrist", "wrist"]
+    with pytest.raises(ValueError, match="unknown joint0"):
+        Evaluator(perfect, examples, global_batch_size=BATCH, output_size=OUT, joint0="palm ")
