@@ -93,8 +93,9 @@ class Block(nn.Module):
 class ResNet(nn.Module):
     """Encoder without classifier; `forward(x, hook)` applies hook(site, f) at the five sites."""
 
-    def __init__(self, depth: int, width: float, in_ch: int):
+    def __init__(self, depth: int, width: float, in_ch: int, stem_pool: bool = True):
         super().__init__()
+        self.stem_pool = stem_pool
         kind, blocks = RESNET_SPECS[depth]
         c0 = scaled(64, width)
         self.conv1 = nn.Conv2d(in_ch, c0, 7, 2, 3, bias=False)
@@ -113,7 +114,8 @@ class ResNet(nn.Module):
     def forward(self, x, hook=None):
         hook = hook or (lambda _, f: f)
         x = hook(0, F.relu(self.bn1(self.conv1(x))))
-        x = F.max_pool2d(x, 3, 2, 1)
+        if self.stem_pool:
+            x = F.max_pool2d(x, 3, 2, 1)
         for s, stage in enumerate(self.stages):
             x = hook(s + 1, stage(x))
         return x
@@ -130,10 +132,10 @@ def attention_weights(f, eps: float):
 class Decoder(nn.Module):
     """Three 4x4/2 deconvolutions with BN + ReLU, the four 1x1 heads, the integral read-out."""
 
-    def __init__(self, in_ch: int, features: int, joints: int = NUM_JOINTS):
+    def __init__(self, in_ch: int, features: int, joints: int = NUM_JOINTS, num_deconv: int = 3):
         super().__init__()
         layers, ch = [], in_ch
-        for _ in range(3):
+        for _ in range(num_deconv):
             layers += [nn.ConvTranspose2d(ch, features, 4, 2, 1, bias=False),
                        nn.BatchNorm2d(features), nn.ReLU()]
             ch = features
@@ -173,12 +175,12 @@ class DualModalityNet(nn.Module):
     """E_R, E_D (self-attended), fused E_R, the shared decoder, the two projection heads."""
 
     def __init__(self, depth: int, width: float, deconv: int, proj_hidden: int, proj_dim: int,
-                 eps: float = 1e-6):
+                 eps: float = 1e-6, stem_pool: bool = True, num_deconv: int = 3):
         super().__init__()
-        self.rgb_encoder = ResNet(depth, width, 3)
-        self.depth_encoder = ResNet(depth, width, 1)
+        self.rgb_encoder = ResNet(depth, width, 3, stem_pool)
+        self.depth_encoder = ResNet(depth, width, 1, stem_pool)
         c = self.rgb_encoder.out_channels
-        self.decoder = Decoder(c, deconv)
+        self.decoder = Decoder(c, deconv, num_deconv=num_deconv)
         self.rgb_projection = Projection(c, proj_hidden, proj_dim)
         self.depth_projection = Projection(c, proj_hidden, proj_dim)
         self.eps = eps
@@ -260,7 +262,8 @@ def make_step(args, device, memory_format):
     n = args.batch_size
     if args.model == "dual":
         model = DualModalityNet(args.depth, args.width, args.deconv_features, args.proj_hidden,
-                                args.proj_dim)
+                                args.proj_dim, stem_pool=not args.no_stem_pool,
+                                num_deconv=args.num_deconv)
         batch = synthetic_batch(n, args.image_size, device, memory_format)
         rgb = torch.cat([batch["image"], batch["image_pos"]])
         depth = torch.cat([batch["depth"], batch["depth_pos"]])
@@ -327,6 +330,9 @@ def main():
     p.add_argument("--deconv_features", type=int, default=256)
     p.add_argument("--proj_hidden", type=int, default=512)
     p.add_argument("--proj_dim", type=int, default=128)
+    p.add_argument("--no_stem_pool", action="store_true",
+                   help="drop the max-pool after conv1 (model.stem_pool=False)")
+    p.add_argument("--num_deconv", type=int, default=3, help="decoder upsamplings")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)

@@ -43,15 +43,31 @@ def get_config() -> ml_collections.ConfigDict:
                                                # papers: learnable, initial value not given).
                                                # configs/demo.py RGB-only, 375 steps on this CPU:
                                                # 1.0 -> 48.6 mm source EPE, 10.0 -> 59.8 mm
+    c.model.stem_pool = True                   # ResNet's max-pool after conv1 (torchvision)
+    c.model.num_deconv = 3                     # decoder upsamplings (SimpleBaseline: 3); output
+                                               # = input * 2**num_deconv / (32, or 16 without
+                                               # the stem pool)
+    c.model.deconv_impl = "auto"               # decoder's transposed convs: "transpose",
+                                               # "subpixel" (the same function as a 3x3 conv +
+                                               # depth-to-space; 3-5x faster on XLA:CPU) or "auto"
+                                               # (subpixel on CPU, transpose on GPU/TPU)
     c.model.dtype = "float32"                  # or "bfloat16" (params stay float32)
     c.model.bn_cross_device = True             # BatchNorm statistics over all devices
     c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision)
+    c.model.init_variables = ""                # a directory of a whole network's variables
+                                               # (training/factory.save_variables), e.g. the
+                                               # demo's shipped pre-trained model
 
     c.loss = ml_collections.ConfigDict()
     c.loss.lambda_z = 50.0                     # SemiHand Eq. 2
     c.loss.uv_scale = 1.0                      # uv unit of l: 64 / output_size (64-px heatmap
                                                # pixels), keeping the paper's loss balance and
                                                # epsilon at any output size
+    c.loss.heatmap_weight = 0.0                # auxiliary KL(Gaussian || soft-argmax map) on
+                                               # labelled joints (objectives/heatmap.py); not in
+                                               # the paper (0 = off); the CPU configs use it to
+                                               # escape the mean pose
+    c.loss.heatmap_sigma = 1.0                 # its Gaussian's std, output-heatmap pixels
     c.loss.lambda_m = 100.0                    # mask L1 weight
     c.loss.lambda_dm = 50.0                    # depth-map L1: the paper's "lambda_d = 50"
     c.loss.lambda_c = 0.1                      # contrastive weight
@@ -68,6 +84,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.epsilon = 1.5                       # keep pseudo-labels with C(r) <= epsilon, in units
                                                # of l (64-px-heatmap px^2 + 50 bone-units^2, mean
                                                # over joints); check the kept share it logs.
+    c.loss.epsilon_quantile = 0.0              # > 0: epsilon is instead calibrated at the
+                                               # switch to this quantile of the first teacher's
+                                               # C on target images (training/loop.py
+                                               # calibrated_epsilon); 0: the paper's fixed value
+    c.loss.epsilon_calibration_batches = 20    # target batches measured for that
     c.loss.distill_stop_gradient = True        # L_d = M(y_R, sg(y_F))
 
     c.pretrain = ml_collections.ConfigDict()
@@ -85,6 +106,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.finetune.lr = 2.5e-5
     c.finetune.teacher = "ema"                 # "ema" (this project) or "online" (the paper)
     c.finetune.ema_decay = 0.999
+    c.finetune.bn_stats = "shared"             # which passes write BatchNorm running statistics
+                                               # in fine-tuning: "shared" (source + both target
+                                               # passes, the paper is silent) or "target" (the
+                                               # target RGB pass; the depth encoder's from the
+                                               # fused pass); see training/steps.py
 
     c.optim = ml_collections.ConfigDict()
     c.optim.b1 = 0.9

@@ -66,12 +66,15 @@ class RGBPoseNet(nn.Module):
     width: float = 1.0
     num_joints: int = 21
     deconv_features: int = 256
+    stem_pool: bool = True
+    num_deconv: int = 3
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
-        self.rgb_encoder = ResNet(depth=self.resnet_depth, width=self.width, dtype=self.dtype)
+        self.rgb_encoder = ResNet(depth=self.resnet_depth, width=self.width,
+                                  stem_pool=self.stem_pool, dtype=self.dtype)
         self.decoder = PoseDecoder(num_joints=self.num_joints, features=self.deconv_features,
-                                   dtype=self.dtype)
+                                   num_deconv=self.num_deconv, dtype=self.dtype)
 
     def __call__(self, rgb: Array) -> dict[str, Array]:
         return self.decoder(self.rgb_encoder(rgb, train=False)[-1], train=False)
@@ -148,7 +151,8 @@ def export_config(
         "format": FORMAT,
         "model": {"resnet_depth": int(m.resnet_depth), "width": float(m.width),
                   "num_joints": skeleton.NUM_JOINTS, "deconv_features": int(m.deconv_features),
-                  "dtype": str(m.dtype)},
+                  "stem_pool": bool(m.get("stem_pool", True)),
+                  "num_deconv": int(m.get("num_deconv", 3)), "dtype": str(m.dtype)},
         "input_size": int(d.input_size),
         "output_size": int(d.output_size),
         "crop_margin": float(crop_margin),
@@ -212,6 +216,7 @@ def _model(cfg: Mapping[str, Any]) -> RGBPoseNet:
     m = cfg["model"]
     return RGBPoseNet(resnet_depth=m["resnet_depth"], width=m["width"],
                       num_joints=m["num_joints"], deconv_features=m["deconv_features"],
+                      stem_pool=m.get("stem_pool", True), num_deconv=m.get("num_deconv", 3),
                       dtype=jnp.dtype(m["dtype"]))
 
 

@@ -59,6 +59,11 @@ class DualModalityNet(nn.Module):
       bn_axis_name: named device axis over which BatchNorm statistics are averaged in training
         (e.g. 'batch' under pmap); None for per-device statistics.
       bn_momentum: Flax momentum of BatchNorm running statistics.
+      stem_pool: the encoders' max-pool after conv1 (`resnet.ResNet.stem_pool`).
+      num_deconv: the decoder's upsampling layers (`decoder.PoseDecoder.num_deconv`); the output
+        stride is 32 / 2**num_deconv, halved without the stem pool.
+      deconv_impl: how the decoder computes its transposed convolutions ('auto', 'transpose',
+        'subpixel'; the same function and parameters, `decoder.Deconv`).
       dtype: compute dtype (float32 or bfloat16); parameters are float32, outputs float32.
     """
 
@@ -72,6 +77,9 @@ class DualModalityNet(nn.Module):
     beta_init: float = 1.0
     bn_axis_name: str | None = None
     bn_momentum: float = 0.9
+    deconv_impl: str = "auto"
+    stem_pool: bool = True
+    num_deconv: int = 3
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
@@ -79,12 +87,13 @@ class DualModalityNet(nn.Module):
         if self.width <= 0:
             raise ValueError(f"width must be > 0, got {self.width}.")
         common = dict(depth=self.resnet_depth, width=self.width, bn_axis_name=self.bn_axis_name,
-                      bn_momentum=self.bn_momentum, dtype=self.dtype)
+                      bn_momentum=self.bn_momentum, stem_pool=self.stem_pool, dtype=self.dtype)
         self.rgb_encoder = ResNet(**common)
         self.depth_encoder = ResNet(**common)
         self.decoder = PoseDecoder(num_joints=self.num_joints, features=self.deconv_features,
                                    bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
-                                   beta_init=self.beta_init, dtype=self.dtype)
+                                   beta_init=self.beta_init, deconv_impl=self.deconv_impl,
+                                   num_deconv=self.num_deconv, dtype=self.dtype)
         self.rgb_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
         self.depth_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
 

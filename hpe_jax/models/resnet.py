@@ -109,6 +109,9 @@ class ResNet(nn.Module):
       bn_axis_name: BatchNorm statistics are averaged over this named device axis in training
         (e.g. 'batch' under pmap); None: per-device statistics.
       bn_momentum: Flax momentum of the running statistics (0.9 = torchvision's 0.1).
+      stem_pool: torchvision's 3x3/2 max-pool after conv1 (True). False drops it (no
+        parameters change): every later site has half the stride (16 at conv5_x), for small
+        inputs where a stride-32 map would be 2x2.
       dtype: compute dtype; parameters stay float32.
     """
 
@@ -116,6 +119,7 @@ class ResNet(nn.Module):
     width: float = 1.0
     bn_axis_name: str | None = None
     bn_momentum: float = 0.9
+    stem_pool: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -147,8 +151,9 @@ class ResNet(nn.Module):
         x = nn.relu(norm(name="bn1")(x))
         x = hook(0, x)
         sites = [x]
-        # Padding with -inf, as torch's MaxPool2d(3, 2, 1) does.
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        if self.stem_pool:
+            # Padding with -inf, as torch's MaxPool2d(3, 2, 1) does.
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage, (planes, n_blocks) in enumerate(zip(STAGE_PLANES, blocks, strict=True)):
             for k in range(n_blocks):
                 strides = 2 if (stage > 0 and k == 0) else 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from hpe_jax.models.dual_modality import DualModalityNet
@@ -24,6 +27,9 @@ def build_model(model_cfg: ml_collections.ConfigDict, axis_name: str | None) -> 
         attention_eps=model_cfg.attention_eps,
         beta_init=model_cfg.get("beta_init", 1.0),  # configs exported before the field: 1.0
         bn_axis_name=axis_name if model_cfg.bn_cross_device else None,
+        deconv_impl=model_cfg.get("deconv_impl", "auto"),
+        stem_pool=model_cfg.get("stem_pool", True),  # configs exported before the fields
+        num_deconv=model_cfg.get("num_deconv", 3),
         dtype=jnp.dtype(model_cfg.dtype),
     )
 
@@ -44,4 +50,53 @@ def initial_state(
 
         variables = load_pretrained_encoders(variables, config.model.init_from,
                                              config.model.resnet_depth)
+    if config.model.get("init_variables"):
+        variables = load_variables(config.model.init_variables, variables)
     return TrainState.create(variables, tx, state_rng)
+
+
+VARIABLES_FILE = "variables.npz"
+META_FILE = "meta.json"
+
+
+def save_variables(directory: str, variables: dict, meta: dict) -> str:
+    """Writes a whole network's variables (params + batch_stats, float32) as one .npz, keyed
+    'params/rgb_encoder/conv1/kernel' etc., with meta.json beside it (config, provenance).
+
+    A small, framework-free file the repository can ship (the demo's pre-trained start); the
+    optimizer state is not in it. Written to a temporary name and renamed: never half-written.
+    """
+    from flax import traverse_util  # noqa: PLC0415
+
+    os.makedirs(directory, exist_ok=True)
+    flat = traverse_util.flatten_dict(jax.device_get(variables), sep="/")
+    tmp = os.path.join(directory, VARIABLES_FILE + ".tmp.npz")
+    np.savez_compressed(tmp, **{k: np.asarray(v, np.float32) for k, v in flat.items()})
+    os.replace(tmp, os.path.join(directory, VARIABLES_FILE))
+    with open(os.path.join(directory, META_FILE), "w") as f:
+        json.dump(meta, f, indent=1, default=float)
+    return directory
+
+
+def load_variables(directory: str, like: dict) -> dict:
+    """The variables `save_variables` wrote, checked leaf by leaf against `like` (the freshly
+    initialised network of the config): a missing, extra or reshaped leaf is a ValueError that
+    names it (the config's model fields must match the ones the file was written with)."""
+    from flax import traverse_util  # noqa: PLC0415
+
+    path = os.path.join(directory, VARIABLES_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"model.init_variables={directory!r}: {path} does not exist; give a "
+                         "directory written by `make reproduce` (e.g. assets/demo_pretrained) "
+                         "or set model.init_variables='' to start from scratch")
+    want = traverse_util.flatten_dict(jax.device_get(like), sep="/")
+    with np.load(path) as data:
+        got = {k: data[k] for k in data.files}
+    problems = sorted(set(want) ^ set(got)) + sorted(
+        k for k in set(want) & set(got) if np.shape(want[k]) != got[k].shape)
+    if problems:
+        raise ValueError(f"{path} does not fit this config's network ({len(problems)} leaves "
+                         f"differ, e.g. {problems[:3]}); use the config it was written with "
+                         f"(see {os.path.join(directory, META_FILE)})")
+    return traverse_util.unflatten_dict(
+        {k: jnp.asarray(got[k], np.asarray(want[k]).dtype) for k in want}, sep="/")

@@ -123,3 +123,13 @@ def test_bad_inputs_are_clear_errors(small):
         model.apply(variables, rgb=rgb, train=False, ways=("fused",))
     with pytest.raises(ValueError, match="resnet_depth=152"):
         DualModalityNet(resnet_depth=152).apply(variables, rgb=rgb, train=False)
+
+
+def test_stride_16_encoder_with_two_upsamplings_keeps_output_at_a_quarter():
+    model = DualModalityNet(**SMALL, stem_pool=False, num_deconv=2)
+    rgb = jnp.zeros((1, 64, 64, 3))
+    depth = jnp.zeros((1, 64, 64, 1))
+    out = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), rgb, depth,
+                                                        train=False)[0])
+    assert out["rgb"]["heatmaps"].shape == (1, 16, 16, 21)
+    assert out["fused"]["uv"].shape == (1, 21, 2)

@@ -4,6 +4,8 @@ Configs (name: style, image size, train / test examples):
   source       render style, 128 px, 4000 / 500: labelled, RGB + depth + mask.
   target       capture style, 128 px, 4000 / 500: RGB only; its labels exist for oracle
                experiments and evaluation, and the unlabelled input pipeline drops them.
+  source_large render style, 128 px, 12000 / 500: more labelled images for `make reproduce`
+               (its test split is `source`'s: the same style, seed and indices).
   source_tiny, target_tiny: the same styles with 64 / 32 examples, for tests and smoke runs.
 
 A config for any `Style` comes from `config_from_style(style, ...)`; pass it as
@@ -95,6 +97,7 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         config_from_style(styles.RENDER, name="source"),
         config_from_style(styles.CAPTURE, name="target"),
+        config_from_style(styles.RENDER, name="source_large", num_train=12000),
         config_from_style(styles.RENDER, name="source_tiny", num_train=64, num_test=32),
         config_from_style(styles.CAPTURE, name="target_tiny", num_train=64, num_test=32),
     ]
