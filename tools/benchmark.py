@@ -16,7 +16,12 @@ On a GPU add --config.model.dtype=bfloat16 (parameters stay float32). The input-
 benchmark reads config.data.source / target from config.data.data_dir; --prepare_data builds
 them first if they are missing (e.g. --config.data.source=synthetic_hands/source_tiny
 --config.data.target=synthetic_hands/target_tiny build in seconds). The JSON goes to --output
-and to stdout; see hpe_jax/benchmarking.py for what each number means.
+and to stdout; see hpe_jax/benchmarking.py for what each number means (FLOPs and MFU are the
+analytic count of hpe_jax/flops.py, XLA's count beside it).
+
+TensorFlow is imported only for the pipeline benchmark, so the rest runs on machines without it.
+Compiled steps go to the persistent compilation cache (hpe_jax/compile_cache.py): a repeated run
+reports the (short) cache-load time as compile_s.
 """
 
 from __future__ import annotations
