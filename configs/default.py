@@ -73,6 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.lambda_c = 0.1                      # contrastive weight
     c.loss.temperature = 0.5
     c.loss.contrast_variant = "paper"          # "paper" (Eq. 3) or "simclr"
+    c.loss.contrast_reduction = "mean"         # NT-Xent over anchors: "mean" (default: lambda_c
+                                               # independent of the batch size) or "sum" (Eq. 3
+                                               # literally: x batch size, 140 at the paper's)
     c.loss.contrast_mode = "ours"              # ours | intra | intra_cross | l1_align (Table 3)
     c.loss.use_depth = True                    # + M(y_D)      (Table 4 ablation switches)
     c.loss.use_fused = True                    # + M(y_F)
@@ -80,6 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.lambda_l = 1.0                      # pseudo-label weight (Eq. 11)
     c.loss.lambda_dist = 0.2                   # distillation: the paper's "lambda_f = 0.2"
     c.loss.use_pseudo = True                   # + L_l
+    c.loss.pseudo_on = "both"                  # L_l on "both" p_R and p_F, summed (default: the
+                                               # fused path gets the target signal too), or on
+                                               # "rgb" p_R only (the narrower reading of Eq. 10,
+                                               # half the weight of the default)
     c.loss.use_distill = True                  # + L_d
     c.loss.epsilon = 1.5                       # keep pseudo-labels with C(r) <= epsilon, in units
                                                # of l (64-px-heatmap px^2 + 50 bone-units^2, mean

@@ -7,8 +7,11 @@ tau:
 The positive is NOT in the denominator and only z anchors. `variant='simclr'` gives the usual
 SimCLR loss instead (both z and z+ anchor, the positive is in the denominator).
 
-Reduction: the mean of eta_i over the global batch B (Eq. 3 sums; dividing by B keeps lambda_c
-independent of the batch size). Under pmap with `axis_name`, z and z+ are all-gathered so each
+Reduction (`reduction`, config loss.contrast_reduction): 'mean' (default) of eta_i over the global
+batch B; Eq. 3 sums ('sum'). The mean keeps lambda_c = 0.1 independent of the batch size; with the
+sum, the contrastive term's weight grows with B (x140 at the paper's batch).
+
+Under pmap with `axis_name`, z and z+ are all-gathered so each
 local anchor is contrasted with the whole global batch, its positive stays local, and the value
 returned on every device is the global-batch loss; with gradients `pmean`-ed over devices
 (the usual data-parallel step) this equals the single-device loss and gradient on the same batch.
@@ -34,6 +37,7 @@ def nt_xent(
     temperature: float = 0.5,
     axis_name: str | None = None,
     variant: str = "paper",
+    reduction: str = "mean",
 ) -> Array:
     """NT-Xent between (b, d) anchors z and (b, d) positives z_pos; scalar, float32.
 
@@ -42,7 +46,11 @@ def nt_xent(
       temperature: tau.
       axis_name: pmap axis to gather negatives over (None: the local batch is the whole batch).
       variant: 'paper' (Eq. 3) or 'simclr'.
+      reduction: 'mean' (default: over the global batch, so lambda_c does not depend on the batch
+        size) or 'sum' (Eq. 3 literally: the mean times the global batch size).
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"unknown NT-Xent reduction {reduction!r}; use 'mean' or 'sum'")
     z = z.astype(jnp.float32)
     z_pos = z_pos.astype(jnp.float32)
     b = z.shape[0]
@@ -78,4 +86,6 @@ def nt_xent(
     loss = jnp.mean(per_anchor)
     if axis_name is not None:
         loss = jax.lax.pmean(loss, axis_name)
+    if reduction == "sum":
+        loss = loss * n  # n: the global batch (all devices' anchors)
     return loss

@@ -88,7 +88,8 @@ def contrastive_terms(
     """
     def eta(a: str, b: str, first: dict, second: dict) -> jnp.ndarray:
         return nt_xent(first[a]["projection"], second[b]["projection"], loss.temperature,
-                       axis_name, loss.contrast_variant)
+                       axis_name, loss.contrast_variant,
+                       loss.get("contrast_reduction", "mean"))
 
     mode = loss.contrast_mode
     if mode not in ("ours", "intra", "intra_cross", "l1_align"):
@@ -215,6 +216,9 @@ def finetune_step(
     """
     del rng
     check_teacher(teacher)  # at trace time: "EMA" must not silently mean "online"
+    pseudo_on = loss.get("pseudo_on", "both")
+    if pseudo_on not in ("both", "rgb"):
+        raise ValueError(f"unknown loss.pseudo_on {pseudo_on!r}; use 'both' or 'rgb'")
     src, tgt = batch["source"], batch["target"]
     # Pseudo-labels from the teacher on the weak view (inference mode, no gradient).
     t_vars = state.teacher_variables if teacher == "ema" else state.variables
@@ -247,7 +251,10 @@ def finetune_step(
         y_r, y_f, stats = two_pass(model, variables, tgt["image_strong"], train=True)
         total = l_s
         if loss.use_pseudo:
-            l_l = (_m_loss(y_r, pseudo, loss)["pose"] + _m_loss(y_f, pseudo, loss)["pose"])
+            # loss.pseudo_on: "both" supervises p_R and p_F with r (summed), "rgb" p_R only.
+            l_l = _m_loss(y_r, pseudo, loss)["pose"]
+            if pseudo_on == "both":
+                l_l = l_l + _m_loss(y_f, pseudo, loss)["pose"]
             metrics["L_l"] = l_l
             total = total + loss.lambda_l * l_l
         if loss.use_distill:
