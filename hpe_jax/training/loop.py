@@ -12,6 +12,8 @@ is created from the student and a checkpoint is written.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
 import signal
 import time
@@ -242,10 +244,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     report = periodic_actions.ReportProgress(num_train_steps=plan.total_steps, writer=writer)
 
     p_pretrain = steps.make_pmapped(steps.pretrain_step, model=model, loss=config.loss)
-    p_finetune = steps.make_pmapped(
-        steps.finetune_step, model=model, loss=config.loss,
-        template=jnp.asarray(normalized_template()), teacher=config.finetune.teacher,
-        ema_decay=config.finetune.ema_decay)
+
+    def bind_finetune(loss: ml_collections.ConfigDict) -> Callable:
+        return steps.make_pmapped(
+            steps.finetune_step, model=model, loss=loss,
+            template=jnp.asarray(normalized_template()), teacher=config.finetune.teacher,
+            ema_decay=config.finetune.ema_decay,
+            bn_stats=config.finetune.get("bn_stats", "shared"))
+
+    p_finetune = bind_finetune(config.loss)
     rstate = jax_utils.replicate(state)
     base_rng = jax.random.PRNGKey(config.seed + 17)
     n_local = jax.local_device_count()
@@ -265,6 +272,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                         rstate = rstate.with_teacher()
                     logging.info("Step %d: switching to fine-tuning", step)
                 phase_start = step if want == "pretrain" else step - plan.pretrain_steps
+                if want == "finetune" and config.loss.get("epsilon_quantile", 0.0) > 0:
+                    loss_cfg = ml_collections.ConfigDict(config.loss.to_dict())
+                    loss_cfg.epsilon = calibrated_epsilon(config, model, rstate, workdir)
+                    p_finetune = bind_finetune(loss_cfg)
                 phase, batches = want, _iterators(config, want, phase_start)
                 progress.before_first_step(phase, step)
                 first_of_phase = True
@@ -307,6 +318,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 break
     manager.wait_until_finished()
     return jax_utils.unreplicate(rstate)
+
+
+EPSILON_FILE = "epsilon.json"
+
+
+def calibrated_epsilon(config: ml_collections.ConfigDict, model, rstate: TrainState,
+                       workdir: str) -> float:
+    """epsilon for the pseudo-label test C(r) <= epsilon, calibrated once at the switch.
+
+    The papers' epsilon = 1.5 is in units of their loss on their data and model; how spread the
+    four poses of a pseudo-label are depends on how well the pre-trained model already does on
+    the target. So, with `loss.epsilon_quantile = q > 0`, the pseudo-label confidences C of the
+    model at the switch (the first teacher) are measured on `loss.epsilon_calibration_batches`
+    batches of the target's training stream, and epsilon is their q-quantile: about a share q
+    of the target images pass at the start, and more as the teacher improves. The value is
+    written to workdir/epsilon.json (with the quantiles of C) and read back on resume, so a
+    resumed run uses the same epsilon.
+    """
+    path = os.path.join(workdir, EPSILON_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return float(json.load(f)["epsilon"])
+    q = float(config.loss.epsilon_quantile)
+    if not 0.0 < q <= 1.0:
+        raise ValueError(f"loss.epsilon_quantile={q} must be in (0, 1] (0 = use loss.epsilon)")
+    fn = jax.pmap(functools.partial(steps.teacher_confidence, model=model, loss=config.loss,
+                                    template=jnp.asarray(normalized_template())))
+    variables = rstate.teacher_variables if rstate.teacher_params is not None \
+        else rstate.variables
+    batches = _iterators(config, "finetune", 0)
+    values = []
+    for _ in range(int(config.loss.get("epsilon_calibration_batches", 20))):
+        tgt = next(batches)["target"]
+        values.append(np.asarray(fn(variables, tgt["image_weak"], tgt["K_weak"])).ravel())
+    c = np.concatenate(values)
+    c = c[np.isfinite(c)]
+    if c.size == 0:
+        raise RuntimeError("epsilon calibration: every pseudo-label confidence was non-finite")
+    epsilon = float(np.quantile(c, q))
+    logging.info("epsilon calibrated: %.3f (quantile %.2f of C over %d target images)",
+                 epsilon, q, c.size)
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump({"epsilon": epsilon, "quantile": q, "num_images": int(c.size),
+                       "confidence_quantiles": {f"{p:.2f}": float(np.quantile(c, p))
+                                                for p in (0.1, 0.25, 0.5, 0.75, 0.9)}}, f,
+                      indent=1)
+    return epsilon
 
 
 def state_has_no_teacher(state: TrainState) -> bool:

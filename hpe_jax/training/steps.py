@@ -20,6 +20,7 @@ import optax
 
 from hpe_jax.hand.camera import apply_affine
 from hpe_jax.objectives.contrastive import nt_xent
+from hpe_jax.objectives.heatmap import heatmap_kl
 from hpe_jax.objectives.pose import multimodal_loss
 from hpe_jax.objectives.pseudo_labels import make_pseudo_labels
 from hpe_jax.training.state import TrainState, check_teacher, ema_update
@@ -33,9 +34,16 @@ def _targets(batch: Batch, with_maps: bool) -> Batch:
     return {k: batch[k] for k in keys if k in batch}
 
 
-def _m_loss(pred: dict, target: Batch, loss: ml_collections.ConfigDict) -> dict:
-    return multimodal_loss(pred, target, lambda_z=loss.lambda_z, lambda_m=loss.lambda_m,
-                           lambda_dm=loss.lambda_dm, uv_scale=loss.uv_scale)
+def _m_loss(pred: dict, target: Batch, loss: ml_collections.ConfigDict,
+            labelled: bool = False) -> dict:
+    """M(y, target); on labelled targets plus the optional auxiliary heatmap term."""
+    m = multimodal_loss(pred, target, lambda_z=loss.lambda_z, lambda_m=loss.lambda_m,
+                        lambda_dm=loss.lambda_dm, uv_scale=loss.uv_scale)
+    weight = loss.get("heatmap_weight", 0.0)
+    if labelled and weight > 0:
+        m["heatmap"] = heatmap_kl(pred["heatmaps"], target["uv"], loss.heatmap_sigma)
+        m["total"] = m["total"] + weight * m["heatmap"]
+    return m
 
 
 def _split(tree: Any, n: int) -> tuple[Any, Any]:
@@ -61,7 +69,7 @@ def pretrain_losses(
     for name, enabled in (("rgb", True), ("depth", loss.use_depth), ("fused", loss.use_fused)):
         if not enabled:
             continue
-        m = _m_loss(view[name], targets, loss)
+        m = _m_loss(view[name], targets, loss, labelled=True)
         total = total + m["total"]
         metrics.update({f"M_{name}/{k}": v for k, v in m.items()})
     metrics["L_s"] = total
@@ -173,24 +181,55 @@ def _upsample_depth(depth_map: jnp.ndarray, size: int) -> jnp.ndarray:
     return jnp.clip(up, -1.0, 1.0)
 
 
+BN_STATS_MODES = ("shared", "target")
+
+
 def two_pass(
-    model: nn.Module, variables: dict, image: jnp.ndarray, *, train: bool
+    model: nn.Module, variables: dict, image: jnp.ndarray, *, train: bool,
+    bn_stats: str = "shared",
 ) -> tuple[dict, dict, Any]:
     """Pass 1 (RGB alone -> y_R with depth map d_R), pass 2 (RGB with d_R -> y_F).
 
     The depth map fed to pass 2 is a stop-gradient input: pass 2 refines, it does not train
     pass 1's depth head through the depth encoder. Returns (y_R, y_F, batch_stats).
+
+    In training mode both passes normalise with their own batch statistics; `bn_stats` only
+    chooses which running statistics come back (what inference-mode BatchNorm later uses):
+    'shared' threads them through both passes (the RGB encoder and the decoder end up averaging
+    plain and attention-fused features); 'target' keeps pass 1's for the RGB encoder, the decoder
+    and the projections (the statistics of the deployed RGB-only path) and takes only the depth
+    encoder's from pass 2 (its only pass).
     """
+    if bn_stats not in BN_STATS_MODES:
+        raise ValueError(f"finetune.bn_stats={bn_stats!r} is not one of {BN_STATS_MODES}.")
     kwargs = {"mutable": ["batch_stats"]} if train else {}
     out = model.apply(variables, rgb=image, depth=None, train=train, **kwargs)
     out, stats = out if train else (out, {"batch_stats": variables["batch_stats"]})
     y_r = out["rgb"]
+    first = stats["batch_stats"]
     depth_in = jax.lax.stop_gradient(_upsample_depth(y_r["depth_map"], image.shape[1]))
-    variables = {"params": variables["params"], "batch_stats": stats["batch_stats"]}
+    variables = {"params": variables["params"], "batch_stats": first}
     out = model.apply(variables, rgb=image, depth=depth_in, train=train, ways=("fused",),
                       **kwargs)
     out, stats = out if train else (out, stats)
-    return y_r, out["fused"], stats["batch_stats"]
+    final = stats["batch_stats"]
+    if bn_stats == "target":
+        final = {**first, "depth_encoder": final["depth_encoder"]}
+    return y_r, out["fused"], final
+
+
+def teacher_confidence(
+    variables: dict, images: jnp.ndarray, K: jnp.ndarray, *, model: nn.Module,
+    loss: ml_collections.ConfigDict, template: jnp.ndarray,
+) -> jnp.ndarray:
+    """C(r) of the pseudo-labels `variables` would give unlabelled `images` (N, S, S, 3) with
+    output-resolution intrinsics K (N, 3, 3): (N,), as the fine-tuning step computes it (the
+    same two passes in inference mode). Used to calibrate epsilon before fine-tuning."""
+    t_r, t_f, _ = two_pass(model, variables, images, train=False)
+    labels = make_pseudo_labels((t_r["uv"], t_r["z"]), (t_f["uv"], t_f["z"]), K, template,
+                                lambda_z=loss.lambda_z, epsilon=loss.epsilon,
+                                uv_scale=loss.uv_scale)
+    return labels["confidence"]
 
 
 def finetune_step(
@@ -203,6 +242,7 @@ def finetune_step(
     template: jnp.ndarray,
     teacher: str = "ema",
     ema_decay: float = 0.999,
+    bn_stats: str = "shared",
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
     """One fine-tuning step: L_finetune = L_s + lambda_dist L_d + lambda_l L_l (Eq. 8-11).
@@ -213,6 +253,12 @@ def finetune_step(
       template: (21, 3) hand with a unit reference bone (the correction's bone lengths).
       teacher: 'ema' (pseudo-labels from the EMA teacher, updated after the optimizer step) or
         'online' (the paper: the current student, no averaging).
+      bn_stats: which passes write BatchNorm running statistics (every pass normalises with its
+        own batch in training). 'shared': the labelled source pass, then both target passes, in
+        that order, as one sequence. 'target': only the target passes, per `two_pass`'s
+        'target' mode, so the statistics that inference (the teacher, evaluation, export) uses
+        are those of the RGB path on target images (AdaBN's observation: a domain's own
+        normalisation statistics remove much of an appearance shift).
     """
     del rng
     check_teacher(teacher)  # at trace time: "EMA" must not silently mean "online"
@@ -243,12 +289,14 @@ def finetune_step(
         for name, enabled in (("rgb", True), ("depth", loss.use_depth),
                               ("fused", loss.use_fused)):
             if enabled:
-                m = _m_loss(out[name], targets, loss)
+                m = _m_loss(out[name], targets, loss, labelled=True)
                 l_s = l_s + m["total"]
                 metrics[f"M_{name}/total"] = m["total"]
         metrics["L_s"] = l_s
-        variables = {"params": params, "batch_stats": upd["batch_stats"]}
-        y_r, y_f, stats = two_pass(model, variables, tgt["image_strong"], train=True)
+        start = upd["batch_stats"] if bn_stats == "shared" else state.batch_stats
+        variables = {"params": params, "batch_stats": start}
+        y_r, y_f, stats = two_pass(model, variables, tgt["image_strong"], train=True,
+                                   bn_stats=bn_stats)
         total = l_s
         if loss.use_pseudo:
             # loss.pseudo_on: "both" supervises p_R and p_F with r (summed), "rgb" p_R only.

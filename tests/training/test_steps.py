@@ -132,3 +132,37 @@ def test_config_beta_init_sets_the_decoders_initial_sharpness():
     config.model.beta_init = 7.5
     _, state = _state(config)
     assert float(state.params["decoder"]["beta"]) == 7.5
+
+
+@pytest.mark.parametrize("bn_stats", ["shared", "target"])
+def test_finetune_bn_stats_modes(bn_stats):
+    """'target': the RGB encoder's running statistics are exactly those of one train-mode RGB
+    pass on the target's strong view from the old state (the source pass writes none);
+    'shared': the source pass's update is part of them, so they differ."""
+    config = tiny_config()
+    model, state = _state(config)
+    state = state.with_teacher()
+    step = jax.pmap(functools.partial(
+        steps.finetune_step, model=model, loss=config.loss,
+        template=jnp.asarray(normalized_template()), teacher="ema", ema_decay=0.5,
+        bn_stats=bn_stats), axis_name="batch")
+    batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
+    rng = jax.random.split(jax.random.PRNGKey(0), 1)
+    new, metrics = step(jax_utils.replicate(state), batch, rng)
+    assert np.isfinite(metrics["loss"][0])
+    new = jax_utils.unreplicate(new)
+    image = jnp.asarray(batch["target"]["image_strong"][0])
+    plain = loop.build_model(config.model, None)  # outside pmap: no device axis
+    _, upd = plain.apply(state.variables, rgb=image, train=True, mutable=["batch_stats"])
+    want = jax.tree_util.tree_leaves(upd["batch_stats"]["rgb_encoder"])
+    got = jax.tree_util.tree_leaves(new.batch_stats["rgb_encoder"])
+    same = all(np.allclose(a, b, atol=1e-5) for a, b in zip(got, want, strict=True))
+    assert same == (bn_stats == "target")
+
+
+def test_finetune_bn_stats_refuses_unknown_mode():
+    config = tiny_config()
+    model, state = _state(config)
+    with pytest.raises(ValueError, match="bn_stats"):
+        steps.two_pass(model, state.variables, jnp.zeros((1, 64, 64, 3)), train=True,
+                       bn_stats="domain")
