@@ -74,8 +74,11 @@ def _conv(c: FlopCount, n: int, h_out: int, c_in: int, c_out: int, k: int, train
 
 
 def encoder(c: FlopCount, *, depth: int, width: float, in_channels: int, size: int, n: int,
-            train: bool) -> list[tuple[int, int]]:
+            train: bool, stem_pool: bool = True) -> list[tuple[int, int]]:
     """Adds one pass of `resnet.ResNet` on n (size x size x in_channels) inputs.
+
+    stem_pool: the max-pool after conv1 (`ResNet.stem_pool`); without it every stage runs at
+    twice the resolution.
 
     Returns the five sites' (channels, side) (see `resnet.py`), for the attention and the heads.
     """
@@ -86,7 +89,8 @@ def encoder(c: FlopCount, *, depth: int, width: float, in_channels: int, size: i
     # conv1's input (an image, or a depth map that is data or a stop-gradient) needs no gradient.
     _conv(c, n, h, in_channels, ch, 7, train, input_grad=False)
     sites = [(ch, h)]
-    h //= 2  # max-pool
+    if stem_pool:
+        h //= 2
     for stage, (planes, n_blocks) in enumerate(zip(STAGE_PLANES, blocks, strict=True)):
         p = scaled_channels(planes, width)
         out = p * expansion
@@ -108,7 +112,7 @@ def encoder(c: FlopCount, *, depth: int, width: float, in_channels: int, size: i
 
 
 def decoder(c: FlopCount, *, in_channels: int, in_side: int, features: int, joints: int, n: int,
-            train: bool, all_heads: bool = True) -> None:
+            train: bool, all_heads: bool = True, num_deconv: int = 3) -> None:
     """Adds `decoder.PoseDecoder` on (n, in_side, in_side, in_channels) features.
 
     all_heads: False counts only the heatmap and latent-depth heads (what uv and z need, e.g.
@@ -116,7 +120,7 @@ def decoder(c: FlopCount, *, in_channels: int, in_side: int, features: int, join
     """
     grads = 2 if train else 0
     ch, h = in_channels, in_side
-    for _ in range(3):  # 4x4 stride-2 transposed convolutions, counted over input positions
+    for _ in range(num_deconv):  # 4x4 stride-2 transposed convs, counted over input positions
         c.add("deconv", 2.0 * n * h * h * ch * features * 16, grads)
         ch, h = features, 2 * h
     head_channels = 2 * joints + (2 if all_heads else 0)
@@ -145,7 +149,8 @@ def _model_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     m = config.model
     return dict(depth=m.resnet_depth, width=m.width, features=m.deconv_features,
                 hidden=m.proj_hidden, dim=m.proj_dim, joints=m.get("num_joints", 21),
-                size=config.data.input_size)
+                size=config.data.input_size, stem_pool=m.get("stem_pool", True),
+                num_deconv=m.get("num_deconv", 3))
 
 
 def network(c: FlopCount, config: ml_collections.ConfigDict, *, n: int, train: bool,
@@ -159,9 +164,10 @@ def network(c: FlopCount, config: ml_collections.ConfigDict, *, n: int, train: b
       head it uses (XLA drops the others).
     """
     m = _model_config(config)
-    enc = dict(depth=m["depth"], width=m["width"], size=m["size"], n=n, train=train)
+    enc = dict(depth=m["depth"], width=m["width"], size=m["size"], n=n, train=train,
+               stem_pool=m["stem_pool"])
     dec = dict(features=m["features"], joints=m["joints"], n=n, train=train,
-               all_heads=all_heads)
+               all_heads=all_heads, num_deconv=m["num_deconv"])
     top: dict[str, tuple[int, int]] = {}
     if "rgb" in ways:
         top["rgb"] = encoder(c, in_channels=3, **enc)[-1]

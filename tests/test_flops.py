@@ -49,15 +49,18 @@ def jaxpr_conv_flops(fn, *args) -> float:
     return total
 
 
-@pytest.mark.parametrize("depth,width,size,in_ch", [(18, 0.25, 64, 3), (50, 0.125, 64, 1)])
-def test_encoder_count_equals_the_traced_convolutions(depth, width, size, in_ch):
-    model = ResNet(depth=depth, width=width)
+@pytest.mark.parametrize("depth,width,size,in_ch,stem_pool",
+                         [(18, 0.25, 64, 3, True), (50, 0.125, 64, 1, True),
+                          (18, 0.25, 64, 3, False)])
+def test_encoder_count_equals_the_traced_convolutions(depth, width, size, in_ch, stem_pool):
+    model = ResNet(depth=depth, width=width, stem_pool=stem_pool)
     x = jnp.zeros((2, size, size, in_ch))
     variables = jax.eval_shape(functools.partial(model.init, train=False),
                                jax.random.PRNGKey(0), x)
     traced = jaxpr_conv_flops(lambda v, x: model.apply(v, x, train=False), variables, x)
     c = flops.FlopCount()
-    flops.encoder(c, depth=depth, width=width, in_channels=in_ch, size=size, n=2, train=False)
+    flops.encoder(c, depth=depth, width=width, in_channels=in_ch, size=size, n=2, train=False,
+                  stem_pool=stem_pool)
     assert c.forward["conv"] == pytest.approx(traced, rel=1e-9)
     assert c.backward["conv"] == 0
 
@@ -112,3 +115,13 @@ def test_loss_switches_and_phases():
     assert 2 * ev.total < rgb_only.total < 3 * ev.total
     ft = flops.finetune_step(tiny_config())
     assert sum(ft.backward.values()) > sum(ft.forward.values())
+
+
+def test_stride16_encoder_with_two_deconvs_keeps_the_output_size():
+    """The CPU configs' variant (no stem pool, two upsamplings): same S/4 heads, more work."""
+    config = cpu_config()
+    base = flops.eval_step(config)
+    config.model.stem_pool, config.model.num_deconv = False, 2
+    variant = flops.eval_step(config)
+    assert variant.forward["readout"] == base.forward["readout"]  # heads at the same 16 x 16
+    assert variant.forward["conv"] > 3 * base.forward["conv"]  # stages at twice the side
