@@ -1,4 +1,4 @@
-"""The paper's settings (METHOD.md section 6): ResNet-101, 256 px in / 64 px out, batch 140.
+"""The paper's settings (DM-HPE, CVPR 2023): ResNet-101, 256 px in / 64 px out, batch 140.
 
     python -m tools.train --config=configs/default.py --workdir=runs/default \
         --config.data.source=rhd --config.data.target=stb

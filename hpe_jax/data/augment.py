@@ -1,6 +1,6 @@
 """Geometric (G) and texture (T, T_d) augmentations with stateless, per-example randomness.
 
-METHOD.md section 4: G (rotation, scale, translation) moves the labels with the pixels and is
+As in DM-HPE: G (rotation, scale, translation) moves the labels with the pixels and is
 shared by RGB and depth so the two stay aligned; T (colour, blur, noise) and T_d (depth noise,
 holes) preserve the labels and are drawn independently per modality. Positive pairs are
 (G(x), T(G(x))) and (G(d), T_d(G(d))). For fine-tuning, a weak view (small G, no T) feeds the

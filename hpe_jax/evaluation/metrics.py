@@ -1,4 +1,9 @@
-"""Pose metrics as pure numpy functions (METHOD.md section 7, DATASETS.md "Evaluation protocols").
+"""Pose metrics as pure numpy functions.
+
+The papers evaluate 2D PCK at 0.05 of the heatmap size, and 3D mean EPE (mm) and the AUC of the 3D
+PCK curve over 20-50 mm with the root (middle MCP) and the hand scale taken as known (SemiHand,
+after Zimmermann & Brox); Procrustes-aligned EPE and AUC over 0-50 mm are added, as FreiHAND-style
+benchmarks report them.
 
 Units: 2D coordinates in output (heatmap) pixels with pixel centres at integers (`hand.camera`);
 3D coordinates and errors in millimetres. Arrays are (N, J, D) for N samples and J joints;
@@ -7,12 +12,13 @@ Units: 2D coordinates in output (heatmap) pixels with pixel centres at integers 
 What is here:
 - `pck_2d`: PCK at 0.05 of the output size on continuous coordinates (the project's default).
 - `pck_2d_tllib_heatmaps` / `pck_2d_tllib`: the TLlib/RegDA convention behind the paper's 2D table
-  (DATASETS.md protocol (d)), on heatmaps exactly, or on coordinates quantised as an argmax would.
+  (Transfer-Learning-Library's keypoint accuracy), on heatmaps exactly, or on coordinates
+  quantised as an argmax would.
 - `joint_errors`, `pooled_epe`: 3D end-point errors, pooled mean and median.
-- `evalutil_measures`: hand3d's `EvalUtil` (protocol (a)): per joint over visible samples, PCK on a
+- `evalutil_measures`: hand3d's `EvalUtil`: per joint over visible samples, PCK on a
   threshold grid, trapezoid AUC normalised by the grid's range, averaged over joints with data.
-- `auc_20_50` (variants of protocol (b), default `DEFAULT_AUC_20_50`) and `auc_0_50`.
-- `procrustes_align`, `procrustes_errors`: FreiHAND-style similarity alignment (protocol (c)).
+- `auc_20_50` (the grids public codes use, default `DEFAULT_AUC_20_50`) and `auc_0_50`.
+- `procrustes_align`, `procrustes_errors`: similarity alignment as in FreiHAND's evaluation.
 
 Every function keeps per-joint values so that a caller can report them.
 """
@@ -23,8 +29,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-# Threshold grids (mm) of the "AUC 20-50 mm" variants (DATASETS.md protocol (b)). They differ in the
-# grid only; the integral is always hand3d's: trapezoid over the grid / trapezoid of ones.
+# Threshold grids (mm) of the "AUC 20-50 mm" variants: public codes compute it on different grids,
+# so values are not exactly comparable across them. They differ in the grid only; the integral is
+# always hand3d's: trapezoid over the grid / trapezoid of ones.
 AUC_20_50_GRIDS: dict[str, np.ndarray] = {
     # bihand: EvalUtil.get_measures(20, 50, 20) in mm.
     "bihand": np.linspace(20.0, 50.0, 20),
@@ -34,7 +41,7 @@ AUC_20_50_GRIDS: dict[str, np.ndarray] = {
     "zhang": np.linspace(20.0, 50.0, 7),
 }
 #: The variant reported as "auc_20_50": EvalUtil on an even 20-step grid spanning exactly 20-50 mm,
-#: the most literal reading of "AUC over 20-50 mm" with hand3d's utility (METHOD.md section 7).
+#: the most literal reading of the papers' "AUC over 20-50 mm" with hand3d's utility.
 DEFAULT_AUC_20_50 = "bihand"
 
 
@@ -155,7 +162,7 @@ def _tllib_rate(
 def pck_2d_tllib_heatmaps(
     pred_heatmaps: np.ndarray, gt_heatmaps: np.ndarray, threshold: float = 0.5
 ) -> PCK2D:
-    """TLlib/RegDA PCK@0.05 (DATASETS.md protocol (d)) on heatmaps, exactly.
+    """TLlib/RegDA PCK@0.05 (the convention of the paper's 2D table) on heatmaps, exactly.
 
     Prediction and target are both taken as heatmap argmaxes; the distance is normalised by
     (h/10, w/10) and a joint is correct if it is < `threshold` (0.5, i.e. 5% of the heatmap size).
@@ -236,7 +243,7 @@ def pooled_epe(errors: np.ndarray, visibility: np.ndarray | None = None) -> tupl
 def evalutil_measures(
     errors: np.ndarray, visibility: np.ndarray | None, thresholds: np.ndarray
 ) -> CurveMeasures:
-    """hand3d `EvalUtil` measures (DATASETS.md protocol (a)) on a given threshold grid.
+    """hand3d's `EvalUtil` measures (lmb-freiburg/hand3d, utils/general.py) on a threshold grid.
 
     Per joint k, over the samples where it is visible: PCK_k(t) = mean(d <= t),
     AUC_k = trapz(PCK_k, t) / trapz(1, t), and its mean and median error. Reported values are means
@@ -311,7 +318,7 @@ def procrustes_align(
     Closed form (Umeyama): centre both on their (weighted) centroids, R from the SVD of the
     cross-covariance, scale = trace(S D) / |pred_centred|^2. With allow_reflection=True (default)
     the orthogonal factor may be a reflection, as with scipy's `orthogonal_procrustes` in
-    FreiHAND's official evaluation (DATASETS.md protocol (c)); with False, det(R) = +1.
+    FreiHAND's official evaluation (lmb-freiburg/freihand, eval.py); with False, det(R) = +1.
     Translation makes the result root-independent, so it is also "root-relative".
 
     Args:

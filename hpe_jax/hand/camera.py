@@ -7,7 +7,7 @@ Conventions used throughout the project:
 - K is the 3x3 intrinsic matrix; a crop affine A (3x3, last row [0, 0, 1]) maps pixels of one
   image to another, and the intrinsics of the new image are A @ K.
 
-2.5D encoding (METHOD.md section 2): per joint, uv in pixels and
+2.5D encoding (SemiHand, after Iqbal et al. ECCV 2018): per joint, uv in pixels and
     z_rel = (z - z_root) / s,
 where z_root is the depth of the root joint (middle MCP, `skeleton.ROOT`) and s the length of the
 reference bone (middle MCP -> PIP, `skeleton.REFERENCE_BONE`) in mm. z_rel is thus unitless

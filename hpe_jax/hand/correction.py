@@ -1,5 +1,6 @@
 """Pose correction rho (SemiHand, with DM-HPE's joint-angle feasibility) and the confidence C of a
-four-pose pseudo-label (METHOD.md section 5).
+four-pose pseudo-label: r is the mean of p_R, rho(p_R), p_F and rho(p_F) (DM-HPE Eq. 8), and C
+their spread around r; a sample is kept when C(r) <= epsilon. rho needs no training.
 """
 
 from __future__ import annotations

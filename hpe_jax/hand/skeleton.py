@@ -11,7 +11,8 @@ finger, each with four joints from the base to the tip:
     17-20 little MCP, PIP, DIP, tip
 
 A source order is converted with ``to_canonical(x, DATASET_TO_CANONICAL[name])``:
-``canonical[..., i, :] = source[..., perm[i], :]`` (shared/docs/DATASETS.md).
+``canonical[..., i, :] = source[..., perm[i], :]``; the source orders are those of each dataset's
+own README and public loaders (hand3d, TLlib, bihand, the datasets' toolkits).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ so the weights average to 1 over positions. The weight map is broadcast over cha
 multiplies either the depth features themselves (self-attention) or the RGB features at the same
 place (fusion). Attention is only ever computed from depth features.
 
-Epsilon guard (the project's choice, METHOD.md section 3): the five sites follow a ReLU, so every
+Epsilon guard (the project's choice; the paper has none): the five sites follow a ReLU, so every
 inner product s_ij = <f_bar, f_ij> is >= 0, but an all-zero map (e.g. a blank depth crop, or dead
 channels) would divide 0 by 0. We add eps to every s_ij:
 

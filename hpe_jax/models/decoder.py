@@ -1,4 +1,7 @@
-"""The shared multimodal decoder D and the integral 2.5D read-out (METHOD.md sections 2 and 3).
+"""The shared multimodal decoder D and the integral 2.5D read-out (DM-HPE Sec. 3, SemiHand).
+
+One D, with the same weights, decodes the RGB (s_R), depth (s_D) and attention-fused (s_F)
+features into y_R, y_D and y_F.
 
 D follows SimpleBaseline (Xiao et al. 2018): three 4x4 stride-2 transposed convolutions, each with
 BatchNorm and ReLU, take the stride-32 encoder features to stride 4 (output = input / 4); then 1x1

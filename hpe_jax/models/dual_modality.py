@@ -1,4 +1,4 @@
-"""The dual-modality hand-pose network (DM-HPE Sec. 3, Fig. 2; METHOD.md section 3).
+"""The dual-modality hand-pose network (DM-HPE Sec. 3, Fig. 2).
 
 Two ResNet encoders, E_R (RGB) and E_D (depth map), a shared decoder D and one projection head per
 encoder. Three ways in, chosen by which inputs are given:

@@ -6,7 +6,8 @@ bottleneck puts its stride on the 3x3 convolution; a block whose stride or width
 1x1 convolution + BatchNorm shortcut. BatchNorm epsilon is torchvision's 1e-5 and Flax's momentum
 0.9 is torchvision's momentum 0.1.
 
-The five sites (METHOD.md section 3, the attention placement) are the ends of
+The five sites (where DM-HPE places its depth attention: depth self-attention in E_D, depth
+attention on the RGB features in E_R) are the ends of
   0: conv1    (after its ReLU, before the max-pool)   stride 2,  64 * width channels
   1: conv2_x  (torchvision `layer1`)                  stride 4,  64 * e * width
   2: conv3_x  (`layer2`)                              stride 8, 128 * e * width

@@ -1,4 +1,4 @@
-"""NT-Xent contrastive loss (METHOD.md Eq. 3), sharded across devices.
+"""NT-Xent contrastive loss (DM-HPE Eq. 3, tau = 0.5), sharded across devices.
 
 Paper form (default), for anchors z_i and positives z+_i with cosine similarity s and temperature
 tau:

@@ -1,6 +1,8 @@
 """The 2.5D pose distance l (SemiHand Eq. 2).
 
-Units (the papers give none; METHOD.md section 2): uv in pixels of a 64 x 64 heatmap (the
+l(p1, p2) = |uv1 - uv2|^2 + lambda_z |z1 - z2|^2 with lambda_z = 50.
+
+Units (the papers give none, so the project fixes them): uv in pixels of a 64 x 64 heatmap (the
 paper's output size), z in reference-bone units (`hand.camera`); the distance is averaged over
 joints, so one joint off by one such pixel costs 1/21. A model with another output size passes
 `uv_scale = 64 / output_size`, which keeps the paper's balance between the uv term, lambda_z, the

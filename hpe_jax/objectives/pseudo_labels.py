@@ -1,4 +1,8 @@
-"""Pseudo-labels from two passes of a teacher (METHOD.md section 5, Eq. 8-9).
+"""Pseudo-labels from two passes of a teacher (DM-HPE Eq. 8-9).
+
+Pass 1 (RGB only) gives p_R and a depth map; pass 2 feeds the image with that depth map through the
+depth encoder and attention, giving p_F. The label r averages p_R, p_F and their corrections; the
+loss l(p, r) counts only where the confidence C(r) <= epsilon.
 
 The pose correction rho works on 3D poses, the network predicts 2.5D (uv in output pixels, z in
 reference-bone units). A 2.5D pose is lifted to a scale-normalised 3D pose (units of the reference

@@ -1,6 +1,6 @@
 """The optax optimizer and the learning-rate schedule that joins pre-training and fine-tuning.
 
-Paper (METHOD.md section 6): Adam, betas (0.9, 0.99); pre-training lr 2.5e-4, x0.1 after epoch 40
+Paper (DM-HPE): Adam, betas (0.9, 0.99); pre-training lr 2.5e-4, x0.1 after epoch 40
 and after epoch 50; fine-tuning a constant 2.5e-5. Epochs are converted to steps by the caller
 (`steps_per_epoch`). Warm-up and global-norm clipping are options (off by default, as in the
 paper).

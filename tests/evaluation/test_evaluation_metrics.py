@@ -6,7 +6,7 @@ from scipy.spatial.transform import Rotation
 from hpe_jax.evaluation import metrics as M
 
 # ------------------------------------------------------------------------------------------------
-# An independent transcription of hand3d's EvalUtil, written from DATASETS.md protocol (a): lists of
+# An independent transcription of hand3d's EvalUtil (lmb-freiburg/hand3d utils/general.py): lists of
 # distances per keypoint (visible samples only), PCK by counting, a hand-written trapezoid.
 
 
@@ -189,7 +189,7 @@ def test_pck_2d_tllib_from_coordinates_matches_heatmaps():
 
 
 def _freihand_align_reference(gt, pred):
-    """FreiHAND's alignment as DATASETS.md (c) describes it: centre both, divide by Frobenius
+    """FreiHAND's alignment as its official eval.py does it: centre both, divide by Frobenius
     norms, scipy orthogonal_procrustes, rescale to the ground truth."""
     out = []
     for g, p in zip(gt, pred, strict=True):

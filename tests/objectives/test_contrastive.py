@@ -10,7 +10,8 @@ from hpe_jax.objectives.contrastive import nt_xent
 
 
 def _eq3_numpy(z, zp, tau):
-    """Direct transcription of METHOD.md Eq. 3, divided by the batch size."""
+    """Direct transcription of DM-HPE's Eq. 3 (positive not in the denominator), divided by the
+    batch size."""
     cos = lambda a, b: a @ b / (np.linalg.norm(a) * np.linalg.norm(b))  # noqa: E731
     total = 0.0
     n = len(z)

@@ -17,7 +17,7 @@ Configs (splits):
   `random.shuffle`, `test` = the first min(int(0.2 N), 3200), `train` = the rest. The same pose
   appears in several versions, so poses leak across this split (as in the papers using it).
 - `official_stb_size`, `tllib_stb_size`: the same, with `train` reduced to a random subset of
-  15,000 examples (the size of STB's training set; METHOD.md section 6), drawn with
+  15,000 examples (the paper matches FreiHAND's training size to STB's), drawn with
   `random.Random(0).sample` and kept in source order. `test` is unchanged.
 
 Labels: xyz in metres -> mm; uv = projection with K (FreiHAND ships no 2D labels); visibility =
