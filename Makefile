@@ -13,7 +13,7 @@ JAX_EXTRA_cuda13 := cuda13
 JAX_EXTRA_tpu := tpu
 JAX_LINKS_tpu := -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo reproduce test lint clean
 
 setup: $(STAMP) $(if $(filter-out cpu,$(ACCEL)),$(VENV)/.installed-$(ACCEL))
 
@@ -31,8 +31,16 @@ $(VENV)/.installed-%: $(STAMP)
 	$(PY) -m pip install --quiet "jax[$(JAX_EXTRA_$*)]==$(JAX_VERSION)" $(JAX_LINKS_$*)
 	touch $@
 
+# The demo fine-tunes the pre-trained network the repository ships (assets/demo_pretrained,
+# written by `make reproduce`); FROM_SCRATCH=1 pre-trains it first (the reproduce config).
 demo: setup
-	$(PY) -m tools.demo
+	$(PY) -m tools.demo $(if $(FROM_SCRATCH),--config=configs/reproduce.py --workdir=runs/demo_from_scratch)
+
+# Pre-training until the source model has learned, fine-tuning, evaluation (under an hour on a
+# 2-core CPU); rewrites assets/demo_pretrained. Re-running resumes.
+reproduce: setup
+	$(PY) -m tools.demo --config=configs/reproduce.py --workdir=runs/reproduce \
+		--export_pretrained=assets/demo_pretrained
 
 test: setup
 	$(PY) -m ruff check hpe_jax configs tools tests

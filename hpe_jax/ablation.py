@@ -5,7 +5,10 @@ The first four rows are pre-training only; +L_l and +L_d fine-tune from the +L_c
 pre-trained checkpoint (copied into their workdirs), so that row is pre-trained once.
 Table 3 (pre-training alternatives): l1 feature alignment, intra-modal contrast, intra-modal plus
 direct RGB-depth contrast, ours; pre-training only.
-Each row is evaluated on the target test split; the tables go to <workdir>/table{3,4}.md/.json.
+Table "4ft" (the fine-tuning rows only, from one shared pre-trained checkpoint, e.g. the one
+`make reproduce` wrote): no adaptation, +L_l, +L_l +L_d (the method, EMA teacher), the same with
+the paper's online teacher, and with BatchNorm statistics shared across the passes.
+Each row is evaluated on the target test split; the tables go to <workdir>/table{3,4,4ft}.md/.json.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ TABLE3 = (
     ("intra + RGB-depth contrast", dict(_PRE, **{"loss.contrast_mode": "intra_cross"})),
     ("ours", dict(_PRE)),
 )
+TABLE4_FINETUNE = (
+    ("pre-trained, no adaptation", None),
+    ("+L_l (EMA teacher)", {"loss.use_distill": False}),
+    ("+L_l +L_d (EMA teacher)", {}),
+    ("+L_l +L_d, online teacher (the paper)", {"finetune.teacher": "online"}),
+    ("+L_l +L_d, BatchNorm statistics shared", {"finetune.bn_stats": "shared"}),
+)
 COLUMNS = (("known_root/epe_mean_mm", "EPE (mm)"), ("known_root/auc_20_50", "AUC 20-50"),
            ("pck_2d", "PCK@0.05"))
 
@@ -43,11 +53,20 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
 
 
-def run_table(config: ml_collections.ConfigDict, workdir: str, table: str) -> list[dict]:
-    """Trains and evaluates every row of `table` ('3' or '4'); writes the markdown table."""
+def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
+              pretrained: str | None = None, rows: tuple[int, ...] | None = None) -> list[dict]:
+    """Trains and evaluates every row of `table` ('3', '4' or '4ft'); writes the markdown table.
+
+    pretrained: for '4ft', the training workdir whose switch checkpoint (step
+    `pretrain_steps` of `config`) every row fine-tunes from.
+    rows: for '4ft', only these row indices (the others already in table4ft.json are kept), so
+      that rows can run in separate processes.
+    """
     from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
     from hpe_jax.training import loop  # noqa: PLC0415
 
+    if table == "4ft":
+        return _run_finetune_rows(config, workdir, pretrained, rows)
     rows_spec = {"3": TABLE3, "4": TABLE4}[table]
     prepare_datasets(config)
     pretrain_steps = loop.make_plan(config).pretrain_steps
@@ -66,20 +85,62 @@ def run_table(config: ml_collections.ConfigDict, workdir: str, table: str) -> li
     return rows
 
 
+def _run_finetune_rows(config: ml_collections.ConfigDict, workdir: str,
+                       pretrained: str | None, only: tuple[int, ...] | None) -> list[dict]:
+    from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
+    from hpe_jax.training import loop  # noqa: PLC0415
+
+    if not pretrained:
+        raise ValueError("table 4ft fine-tunes a pre-trained run: pass its training workdir "
+                         "(e.g. --pretrained=runs/reproduce/train)")
+    prepare_datasets(config)
+    switch = loop.make_plan(config).pretrain_steps
+    rows = []
+    for index, (label, fields) in enumerate(TABLE4_FINETUNE):
+        if only is not None and index not in only:
+            continue
+        row_dir = os.path.join(workdir, "table4ft", _slug(label))
+        _seed_from(pretrained, row_dir, switch)
+        row_config = override(config, fields or {})
+        logging.info("=== Table 4 (fine-tuning) row %s ===", label)
+        if fields is not None:
+            loop.train_and_evaluate(row_config, row_dir)
+        result = evaluate_checkpoint(row_config, row_dir, None if fields is not None else switch,
+                                     os.path.join(row_dir, "eval"))
+        rows.append({"row": label, "overrides": fields, "step": result.step,
+                     **{key: result.metrics[key] for key, _ in COLUMNS}})
+        _write(workdir, "4ft", _merged(workdir, rows))
+    return rows
+
+
+def _merged(workdir: str, rows: list[dict]) -> list[dict]:
+    """table4ft.json's rows (another process may have written some) updated with `rows`, in
+    the table's order."""
+    path = os.path.join(workdir, "table4ft.json")
+    known = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            known = {r["row"]: r for r in json.load(f)}
+    known.update({r["row"]: r for r in rows})
+    return [known[label] for label, _ in TABLE4_FINETUNE if label in known]
+
+
 def _seed_from(source_dir: str, row_dir: str, step: int) -> None:
     """Copies the pre-trained checkpoint of another row so this row only fine-tunes."""
     src = os.path.join(source_dir, "checkpoints", str(step))
     dst = os.path.join(row_dir, "checkpoints", str(step))
     if not os.path.isdir(dst):
         if not os.path.isdir(src):
-            raise FileNotFoundError(f"{src} is missing: run the +L_c row first")
+            raise FileNotFoundError(f"{src} is missing: run the +L_c row (table 4) or the "
+                                    "pre-training (table 4ft) first")
         shutil.copytree(src, dst)
 
 
 def _write(workdir: str, table: str, rows: list[dict]) -> None:
     with open(os.path.join(workdir, f"table{table}.json"), "w") as f:
         json.dump(rows, f, indent=2, default=float)
-    lines = [f"# Table {table} on the embedded benchmark (target test split)", "",
+    title = "4, fine-tuning rows," if table == "4ft" else table
+    lines = [f"# Table {title} on the embedded benchmark (target test split)", "",
              "| row | " + " | ".join(name for _, name in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
     for r in rows:

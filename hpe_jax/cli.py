@@ -241,3 +241,14 @@ def run_plain(main: Callable[[], None], tool: str, verbose: bool) -> None:
             traceback.print_exc()
         text = " ".join(str(err).split()) or type(err).__name__
         fail(tool, text + ("" if verbose else " (--verbose shows the traceback)"), 1)
+
+
+def split_cpu_into_devices(count: int) -> None:
+    """Before JAX starts: expose the host as `count` XLA:CPU devices (no-op for count <= 1 or
+    when XLA_FLAGS already sets a device count). The training loop then runs data parallel over
+    them with synchronised BatchNorm (the same computation as one device with the whole batch),
+    which keeps more of the cores busy (measured on a 2-core VM: +11% pre-training images/s
+    with 2 devices than with one). Accelerators stay JAX's default."""
+    flag = "--xla_force_host_platform_device_count"
+    if count > 1 and flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={count}".strip()

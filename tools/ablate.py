@@ -2,8 +2,12 @@ r"""Re-runs the paper's ablation tables on the embedded benchmark (or any config
 
     python -m tools.ablate --table=4 [--config=configs/demo.py] [--workdir=runs/ablation]
     python -m tools.ablate --table=3
+    python -m tools.ablate --table=4ft --config=configs/reproduce.py \
+        --pretrained=runs/reproduce/train --workdir=runs/reproduce/ablation
 
 Table 4: M(y_R) -> +M(y_D) -> +M(y_F) -> +L_c -> +L_l -> +L_d. Table 3: pre-training alternatives.
+Table 4ft: the fine-tuning rows (+L_l, +L_d, EMA vs online teacher, BatchNorm statistics) from one
+pre-trained run's switch checkpoint, e.g. the one `make reproduce` wrote.
 Writes <workdir>/table<N>.md and .json; finished rows are resumed, not re-trained.
 """
 
@@ -19,18 +23,26 @@ from hpe_jax import cli
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Base config.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Output directory.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "runs/data", "TFDS data_dir.")
-_TABLE = flags.DEFINE_enum("table", "4", ["3", "4"], "Which table.")
+_TABLE = flags.DEFINE_enum("table", "4", ["3", "4", "4ft"], "Which table.")
+_PRETRAINED = flags.DEFINE_string("pretrained", None,
+                                  "Table 4ft: the pre-trained run's training workdir.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", min(2, os.cpu_count() or 1),
+                                    "Split the CPU into this many JAX devices (tools.demo).")
+_ROWS = flags.DEFINE_list("rows", None, "Table 4ft: only these row indices (0-based), e.g. "
+                          "--rows=2,4 in one process and --rows=0,1,3 in another.")
 
 
 def main(argv: list[str]) -> None:
     del argv
+    cli.split_cpu_into_devices(_CPU_DEVICES.value)
     from hpe_jax.ablation import run_table  # noqa: PLC0415
 
     config = _CONFIG.value
     if not config.data.data_dir:
         config.data.data_dir = os.path.abspath(_DATA_DIR.value)
     os.makedirs(_WORKDIR.value, exist_ok=True)
-    run_table(config, _WORKDIR.value, _TABLE.value)
+    rows = tuple(int(r) for r in _ROWS.value) if _ROWS.value else None
+    run_table(config, _WORKDIR.value, _TABLE.value, _PRETRAINED.value, rows)
     print(open(os.path.join(_WORKDIR.value, f"table{_TABLE.value}.md")).read())
 
 

@@ -1,0 +1,64 @@
+"""`make reproduce`: the method on the embedded benchmark, trained until the source model has
+learned, within an hour on a 2-core CPU.
+
+    python -m tools.demo --config=configs/reproduce.py --workdir=runs/reproduce
+
+Pre-trains the dual-modality network on 12,000 rendered source images (RGB + depth + mask),
+fine-tunes on the unlabelled cluttered "capture" target with pseudo-labels and
+self-distillation, and evaluates the mean-pose guess, the pre-trained and the fine-tuned model
+on both test splits (`runs/reproduce/report.md`). Re-running resumes.
+
+What differs from the paper's settings (configs/default.py), and why, at CPU scale:
+- a ResNet-18 at a quarter width on 64-px crops, without the stem max-pool (stride 16: a 4x4
+  final map instead of 2x2) and with two decoder upsamplings (output still input / 4);
+  measured RGB-only on this CPU, 400 steps: 46.6 mm source EPE without the pool against 53.1 mm
+  with it (the mean-pose guess scores about 55 mm);
+- the auxiliary heatmap loss (`loss.heatmap_weight`), without which a model trained for minutes
+  stays at the mean pose;
+- Adam at 1e-3 (a small network from scratch, not an ImageNet ResNet-101);
+- BatchNorm running statistics from the target passes in fine-tuning (`finetune.bn_stats`);
+- epsilon calibrated at the switch (`loss.epsilon_quantile`) instead of the paper's 1.5, which
+  is in units of another model and data set.
+Everything else (loss weights, lambda_z, tau, the EMA teacher) is the default config's.
+"""
+
+import ml_collections
+
+from configs import default
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = default.get_config()
+    c.data.input_size = 64
+    c.data.output_size = 16
+    c.model.resnet_depth = 18
+    c.model.width = 0.25
+    c.model.deconv_features = 64
+    c.model.proj_hidden = 128
+    c.model.proj_dim = 64
+    c.loss.uv_scale = 64 / 16               # uv in 64-px-heatmap units: the paper's balance
+    # Hand rolls up to +-30 degrees (the renderer already varies the global orientation): with
+    # the default +-180 the RGB pose loss fell 241 -> 193 in 375 RGB-only steps, with +-30 to
+    # 179 (this CPU).
+    c.data.augment.rotation_deg = 30.0
+    c.finetune.batch_size = 16
+    c.finetune.unlabelled_batch_size = 16
+    c.finetune.lr = 1e-4
+    c.finetune.ema_decay = 0.99
+    c.eval_batch_size = 64
+    c.data.source = "synthetic_hands/source_large"
+    c.model.stem_pool = False
+    c.model.num_deconv = 2
+    c.loss.heatmap_weight = 10.0
+    c.pretrain.batch_size = 32
+    c.pretrain.epochs = 6                   # 6 x 375 = 2,250 steps of batch 32 (12,000 images)
+    c.pretrain.lr = 1e-3
+    c.pretrain.decay_epochs = (4.5, 5.5)    # the paper's 40/60 and 50/60 of the schedule
+    c.finetune.epochs = 2                   # 2 x 250 steps of 16 labelled + 16 unlabelled
+    c.finetune.bn_stats = "target"
+    c.loss.epsilon_quantile = 0.5           # epsilon calibrated at the switch: about half of
+                                            # the target images pass the first teacher's test
+    c.checkpoint_every_steps = 250
+    c.keep_checkpoints = 10                 # keeps the switch checkpoint (the baseline)
+    c.log_every_steps = 50
+    return c
