@@ -24,7 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.eval_split = "test"                 # of the target dataset
     c.data.data_dir = ""                       # TFDS data_dir; "" = TFDS default
     c.data.input_size = 256
-    c.data.output_size = 64                    # input / 4 (the decoder's resolution)
+    c.data.output_size = 0                     # the decoder's heatmap side; 0 = derived at
+                                               # start-up (hpe_jax/config_checks.resolve) from
+                                               # input_size and model.stem_pool / num_deconv
+                                               # (64 here); an explicit value must agree with it
     c.data.depth_cube_mm = 300.0               # depth normalisation cube (pipeline.normalize_depth)
     # Augmentation (data/augment.py AugmentConfig; the paper gives no ranges): G for the labelled
     # positive pairs and the strong unlabelled view, the weak_* fields for the teacher's view.
@@ -53,16 +56,21 @@ def get_config() -> ml_collections.ConfigDict:
                                                # (subpixel on CPU, transpose on GPU/TPU)
     c.model.dtype = "float32"                  # or "bfloat16" (params stay float32)
     c.model.bn_cross_device = True             # BatchNorm statistics over all devices
-    c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision)
+    c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision):
+                                               # a .npz/.pth path; "" or "scratch" = random init;
+                                               # "imagenet" = wanted but not given, refused at
+                                               # start-up with how to get them (the rhd_to_*
+                                               # configs: the paper starts from ImageNet)
     c.model.init_variables = ""                # a directory of a whole network's variables
                                                # (training/factory.save_variables), e.g. the
                                                # demo's shipped pre-trained model
 
     c.loss = ml_collections.ConfigDict()
     c.loss.lambda_z = 50.0                     # SemiHand Eq. 2
-    c.loss.uv_scale = 1.0                      # uv unit of l: 64 / output_size (64-px heatmap
+    c.loss.uv_scale = 0.0                      # uv unit of l: 64 / output_size (64-px heatmap
                                                # pixels), keeping the paper's loss balance and
-                                               # epsilon at any output size
+                                               # epsilon at any output size; 0 = derived at
+                                               # start-up (1.0 here), explicit values must agree
     c.loss.heatmap_weight = 0.0                # auxiliary KL(Gaussian || soft-argmax map) on
                                                # labelled joints (objectives/heatmap.py); not in
                                                # the paper (0 = off); the CPU configs use it to

@@ -4,7 +4,8 @@
         --config.data.data_dir=/data/tfds --config.model.init_from=/data/resnet101.npz
 
 Prepare the datasets first with tools/tfds_build.py (--manual_dir pointing at the official
-download); make the ImageNet .npz with tools/convert_torchvision.py.
+download); make the ImageNet .npz with tools/convert_torchvision.py (training refuses to start
+without it, naming the steps, unless --config.model.init_from=scratch).
 H3D: the one-handed subset with TLlib's split.
 Everything else is configs/default.py: ResNet-101, 256 px in / 64 px out, batch 140 x 60 epochs,
 then 6 fine-tuning epochs at 2.5e-5 with batch 20.
@@ -18,6 +19,8 @@ from configs import default
 
 def get_config() -> ml_collections.ConfigDict:
     c = default.get_config()
+    c.model.init_from = "imagenet"  # the paper starts from ImageNet: refused at start-up with
+                                    # how to get them, until a converted file or "scratch"
     c.data.source = "rhd"
     c.data.target = "h3d"
     c.data.target_split = "train"

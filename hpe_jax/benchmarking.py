@@ -453,6 +453,9 @@ def run_benchmarks(
     unknown = sorted(set(which) - set(ALL_BENCHMARKS))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(ALL_BENCHMARKS)}")
+    from hpe_jax import config_checks  # noqa: PLC0415
+
+    config_checks.resolve(config)  # configs/default.py leaves output_size / uv_scale derived
     device = jax.devices()[0]
     out: dict[str, Any] = {
         "platform": device.platform,

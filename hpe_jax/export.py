@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpe_jax import config_checks
 from hpe_jax.hand import camera, kinematics, skeleton
 from hpe_jax.models.convert import IMAGENET_MEAN, IMAGENET_STD
 from hpe_jax.models.decoder import PoseDecoder
@@ -125,7 +126,8 @@ CONFIG_FIELDS = ("model.resnet_depth", "model.width", "model.deconv_features", "
 
 
 def check_config(config: Any, fields: tuple[str, ...] = CONFIG_FIELDS) -> None:
-    """Raises ValueError naming the problem if `config` failed to load or lacks a field.
+    """Raises ValueError naming the problem if `config` failed to load or lacks a field, or if
+    its sizes disagree with its model; fills the derived sizes (`config_checks.resolve`).
 
     (ml_collections' config flag hands a placeholder that raises OSError on first use when the
     file could not be loaded; this turns that into one message.)"""
@@ -139,7 +141,8 @@ def check_config(config: Any, fields: tuple[str, ...] = CONFIG_FIELDS) -> None:
         except (AttributeError, KeyError) as e:
             raise ValueError(f"the config has no field config.{field}; pass a config built on "
                              "configs/default.py") from e
-
+    # data.output_size (and loss.uv_scale) may be left 0 = derived from the model: fill them.
+    config_checks.resolve(config)
 
 
 def export_config(

@@ -81,6 +81,7 @@ def evaluate_checkpoint(
     Returns:
       The evaluator's result with step, checkpoint, weights, output_dir and files.
     """
+    # Also fills data.output_size when the config leaves it to be derived (config_checks).
     export.check_config(config, export.CONFIG_FIELDS + (
         "data.target", "data.eval_split", "data.data_dir", "eval_batch_size"))
     ck = export.load_training_checkpoint(config, workdir, checkpoint, student)

@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from hpe_jax import config_checks
 from hpe_jax.models.dual_modality import DualModalityNet
 from hpe_jax.training.state import TrainState
 
@@ -45,11 +46,11 @@ def initial_state(
     depth = jnp.zeros((1, size, size, 1), jnp.float32)
     variables = jax.jit(functools.partial(model.init, train=False))({"params": init_rng}, rgb,
                                                                     depth)
-    if config.model.init_from:
+    config_checks.check_init(config)
+    if init_from := config_checks.init_path(config):  # "" and "scratch": random init
         from hpe_jax.models.convert import load_pretrained_encoders  # noqa: PLC0415
 
-        variables = load_pretrained_encoders(variables, config.model.init_from,
-                                             config.model.resnet_depth)
+        variables = load_pretrained_encoders(variables, init_from, config.model.resnet_depth)
     if config.model.get("init_variables"):
         variables = load_variables(config.model.init_variables, variables)
     return TrainState.create(variables, tx, state_rng)

@@ -27,6 +27,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import jax_utils
 
+from hpe_jax import config_checks
 from hpe_jax.data import pipeline
 from hpe_jax.objectives.pseudo_labels import normalized_template
 from hpe_jax.training import checkpoint, optim, steps
@@ -218,6 +219,8 @@ class _Preemption:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Runs (or resumes) the whole training of `config` in `workdir`; returns the final state."""
     ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before anything compiles
+    config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
+    config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
     model = build_model(config.model, "batch")
     plan = make_plan(config)
     tx, schedule = make_optimizer(config, plan)

@@ -1,0 +1,104 @@
+"""Start-up checks and derived fields of a training config (configs/default.py).
+
+`resolve(config)` is called first thing by training (`training.loop.train_and_evaluate`),
+evaluation (`evaluation.run.evaluate_checkpoint`) and export (`export.check_config`):
+
+* `data.output_size` and `loss.uv_scale` follow from `data.input_size` and the model; left unset
+  (0) they are derived, set explicitly they must agree (a wrong value would otherwise surface as
+  a shape error deep inside the pmapped step, or as a silently rescaled loss);
+* `model.init_from` may name the placeholder "imagenet" (the paper configs: the paper starts from
+  ImageNet weights), which is refused with the steps to get them; "scratch" means no weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: `model.init_from` placeholder of the paper configs: ImageNet weights are wanted, not given yet.
+IMAGENET = "imagenet"
+#: `model.init_from` value that explicitly asks for a randomly initialised network.
+SCRATCH = "scratch"
+#: The heatmap size (px) the paper's loss balance (lambda_z, epsilon) is stated in.
+PAPER_OUTPUT_SIZE = 64
+#: torchvision's ImageNet ResNet-101 (IMAGENET1K_V1, the weights of the paper's time).
+TORCHVISION_RESNET101_URL = "https://download.pytorch.org/models/resnet101-63fe2227.pth"
+
+
+def encoder_stride(stem_pool: bool) -> int:
+    """The ResNet's downsampling: 32 with the max-pool after conv1 (torchvision), else 16."""
+    return 32 if stem_pool else 16
+
+
+def derived_output_size(input_size: int, stem_pool: bool, num_deconv: int) -> int:
+    """The decoder's heatmap side (px) for an `input_size`-px crop.
+
+    output = input / stride * 2**num_deconv, stride 32 (16 without the stem pool). Raises
+    ValueError when `input_size` is not a multiple of the stride (the encoder would round).
+    """
+    stride = encoder_stride(stem_pool)
+    if input_size <= 0 or input_size % stride:
+        near = max(stride, input_size // stride * stride)
+        raise ValueError(
+            f"data.input_size={input_size} must be a positive multiple of the encoder's stride "
+            f"{stride} (model.stem_pool={stem_pool}); e.g. data.input_size={near}")
+    return input_size // stride * 2 ** num_deconv
+
+
+def derived_uv_scale(output_size: int) -> float:
+    """uv unit of the 2.5D loss: 64 / output_size, i.e. uv in 64-px-heatmap pixels."""
+    return PAPER_OUTPUT_SIZE / output_size
+
+
+def resolve(config: Any) -> Any:
+    """Fills the derived fields of `config` in place (idempotent) and returns it.
+
+    Raises ValueError naming both values and the fix when an explicit `data.output_size` or
+    `loss.uv_scale` disagrees with what the model and `data.input_size` give.
+    """
+    data, model = config.data, config.model
+    want = derived_output_size(int(data.input_size), bool(model.get("stem_pool", True)),
+                               int(model.get("num_deconv", 3)))
+    got = int(data.get("output_size", 0) or 0)
+    if got and got != want:
+        raise ValueError(
+            f"data.output_size={got} but data.input_size={data.input_size} with "
+            f"model.stem_pool={model.get('stem_pool', True)} and "
+            f"model.num_deconv={model.get('num_deconv', 3)} gives {want}; set "
+            f"data.output_size={want} or 0 (derived)")
+    data.output_size = want
+    loss = config.get("loss")
+    if loss is not None:  # evaluation/export configs may carry no loss section
+        scale = derived_uv_scale(want)
+        given = float(loss.get("uv_scale", 0.0) or 0.0)
+        if given and not math.isclose(given, scale, rel_tol=1e-6):
+            raise ValueError(
+                f"loss.uv_scale={given:g} but data.output_size={want} gives "
+                f"{PAPER_OUTPUT_SIZE} / {want} = {scale:g}; set loss.uv_scale={scale:g} or 0 "
+                "(derived)")
+        loss.uv_scale = scale
+    return config
+
+
+def check_init(config: Any) -> None:
+    """Refuses `model.init_from="imagenet"` (the paper configs' placeholder) with the way to get
+    the weights; "scratch" and a path pass (a path is read later, by the factory)."""
+    init = str(config.model.get("init_from", "") or "")
+    if init.lower() == IMAGENET:
+        depth = int(config.model.resnet_depth)
+        pth = f"resnet{depth}.pth"
+        url = f" ({TORCHVISION_RESNET101_URL})" if depth == 101 else ""
+        raise ValueError(
+            f"this config starts from ImageNet weights, as the paper does "
+            f"(model.init_from={init!r}). Get torchvision's ImageNet ResNet-{depth} state dict"
+            f"{url}, e.g. torch.save(torchvision.models.resnet{depth}(weights='IMAGENET1K_V1')"
+            f".state_dict(), '{pth}'); convert it with `python -m tools.convert_torchvision "
+            f"--input {pth} --depth {depth} --output resnet{depth}.npz` and pass "
+            f"--config.model.init_from=resnet{depth}.npz; or pass "
+            f"--config.model.init_from={SCRATCH} to train from a random initialisation")
+
+
+def init_path(config: Any) -> str:
+    """The weights file `model.init_from` names, "" for none ("" or "scratch")."""
+    init = str(config.model.get("init_from", "") or "")
+    return "" if init.lower() == SCRATCH else init
