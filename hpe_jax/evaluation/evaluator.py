@@ -62,6 +62,9 @@ EXAMPLE_KEYS: dict[str, str] = {
     "index": "() int, unique per example",
 }
 GROUPS_3D = ("known_root", "recovered_root", "recovered_root_lsq", "procrustes")
+#: Suffix of the metrics that count every joint; the unsuffixed (headline) ones count visible
+#: joints only.
+ALL_JOINTS = "_all_joints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +193,9 @@ def compute_metrics(
     <group>/epe_mean_mm and /epe_median_mm (EvalUtil: mean over joints of per-joint mean / median),
     /epe_pooled_mean_mm and /epe_pooled_median_mm (over all visible joints), /auc_20_50 (the
     chosen variant), /auc_20_50_<variant> for every variant in `metrics.AUC_20_50_GRIDS`, and
-    /auc_0_50 (100 steps).
+    /auc_0_50 (100 steps). All of these count visible joints only (the headline); pck_2d and
+    <group>/epe_mean_mm, /epe_median_mm, /auc_20_50, /auc_0_50 are repeated over every joint
+    with the suffix `ALL_JOINTS` ("_all_joints"), as are the per-joint pck_2d and epe_mm.
 
     Returns:
       (metrics, per_joint, curves, info) as in `EvalResult`.
@@ -232,8 +237,24 @@ def compute_metrics(
                 out[f"{group}/auc_20_50"] = res.auc
                 per_joint[f"{group}/auc_20_50"] = res.per_joint_auc
                 curves[f"{group}/pck_20_50"] = (res.thresholds, res.curve)
+    # All-joint variants beside the headline (visible joints): a split that marks joints
+    # invisible (occluded, or pushed off the crop) scores them too, under a _all_joints suffix.
+    # Always written, so every split has the same keys (equal values when all are visible).
+    every = np.ones_like(vis)
+    res = M.pck_2d(arrays["pred_uv"], arrays["gt_uv"], every, size)
+    out["pck_2d" + ALL_JOINTS], per_joint["pck_2d" + ALL_JOINTS] = res.mean, res.per_joint
+    for group, err in errors.items():
+        full = M.auc_0_50(err, every)
+        out[f"{group}/epe_mean_mm{ALL_JOINTS}"] = full.epe_mean
+        out[f"{group}/epe_median_mm{ALL_JOINTS}"] = full.epe_median
+        out[f"{group}/auc_0_50{ALL_JOINTS}"] = full.auc
+        out[f"{group}/auc_20_50{ALL_JOINTS}"] = M.auc_20_50(err, every, auc_20_50_protocol).auc
+        per_joint[f"{group}/epe_mm{ALL_JOINTS}"] = full.per_joint_epe_mean
     grid = M.AUC_20_50_GRIDS[auc_20_50_protocol]
     info = {
+        "joints": f"headline metrics count visible joints only (hand3d EvalUtil, the papers' "
+                  f"protocol); keys ending {ALL_JOINTS} count every joint; "
+                  f"{100 * (1 - vis.mean()):.1f}% of this split's joints are marked invisible",
         "pck_2d": f"continuous uv, error < 0.05 x output size ({size} px), visible joints, "
                   "per joint then mean over joints",
         "pck_2d_tllib": "TLlib/RegDA: rounded (argmax) uv, normalised by size/10, < 0.5, GT x>1 "

@@ -39,6 +39,8 @@ _HEADLINE = (
     ("known_root/epe_median_mm", "3D EPE median, known root+scale (mm)", "{:.2f}"),
     ("known_root/auc_20_50", "3D PCK AUC 20-50 mm, known root+scale", "{:.4f}"),
     ("known_root/auc_0_50", "3D PCK AUC 0-50 mm, known root+scale", "{:.4f}"),
+    ("known_root/epe_mean_mm_all_joints", "3D EPE mean, known root+scale, all joints (mm)",
+     "{:.2f}"),
     ("procrustes/epe_mean_mm", "PA-EPE mean (mm)", "{:.2f}"),
     ("procrustes/auc_0_50", "PA AUC 0-50 mm", "{:.4f}"),
     ("recovered_root/epe_mean_mm", "3D EPE mean, recovered root (mm)", "{:.2f}"),
@@ -86,6 +88,8 @@ def markdown(result: EvalResult, meta: Mapping[str, Any]) -> str:
     lines += [f"| {label} | {fmt(f, m.get(key))} |" for key, label, f in _HEADLINE if key in m]
     if "auc_20_50" in result.info:
         lines += ["", "AUC 20-50 mm: " + " ".join(result.info["auc_20_50"].split()) + "."]
+    if "joints" in result.info:  # which joints the headline counts (visible only)
+        lines += ["", "Joints: " + result.info["joints"] + "."]
     cols = [k for k in ("pck_2d", *(f"{g}/epe_mm" for g in GROUPS_3D)) if k in result.per_joint]
     lines += ["", "| joint | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
     for j, name in enumerate(JOINT_NAMES):

@@ -220,3 +220,34 @@ def test_stb_palm_joint0_is_scored_against_the_converted_prediction():
         ["palm", "palm", "wrist", "wrist", "wrist"]
     with pytest.raises(ValueError, match="unknown joint0"):
         Evaluator(perfect, examples, global_batch_size=BATCH, output_size=OUT, joint0="palm ")
+
+
+def test_all_joint_metrics_are_reported_beside_the_visible_joint_headline():
+    """Invisible joints predicted 100 mm off: the headline (visible joints) does not see them,
+    the _all_joints variants do; with every joint visible both agree."""
+    from hpe_jax.evaluation.evaluator import ALL_JOINTS, compute_metrics
+
+    rng = np.random.default_rng(0)
+    n = 40
+    gt = rng.normal(0, 40, (n, 21, 3)) + np.array([0, 0, 500.0])
+    vis = (rng.random((n, 21)) < 0.8).astype(np.float32)
+    pred = gt + rng.normal(0, 2.0, gt.shape) + 100.0 * (1 - vis)[..., None] * np.array([1, 0, 0])
+    gt_uv = rng.uniform(0, OUT, (n, 21, 2))
+    pred_uv = gt_uv + 0.5 + 10.0 * (1 - vis)[..., None]
+    arrays = {"visibility": vis, "output_size": np.full(n, OUT), "gt_3d": gt, "pred_3d": pred,
+              "pred_3d_recovered_root": pred, "pred_3d_lsq_root": pred,
+              "gt_uv": gt_uv, "pred_uv": pred_uv}
+    m, per_joint, _, info = compute_metrics(arrays)
+    assert m["known_root/epe_mean_mm"] < 5.0
+    assert m[f"known_root/epe_mean_mm{ALL_JOINTS}"] > 15.0
+    assert m[f"known_root/auc_20_50{ALL_JOINTS}"] < m["known_root/auc_20_50"]
+    assert m[f"pck_2d{ALL_JOINTS}"] < m["pck_2d"] == 1.0
+    assert per_joint[f"known_root/epe_mm{ALL_JOINTS}"].shape == (21,)
+    for group in ("recovered_root", "recovered_root_lsq", "procrustes"):
+        assert f"{group}/auc_0_50{ALL_JOINTS}" in m
+    assert "visible joints only" in info["joints"] and "invisible" in info["joints"]
+    # Every joint visible: the two readings are the same number.
+    m, _, _, info = compute_metrics({**arrays, "visibility": np.ones_like(vis)})
+    for key in ("known_root/epe_mean_mm", "known_root/auc_20_50", "pck_2d"):
+        assert m[key + ALL_JOINTS] == m[key]
+    assert "0.0% of this split's joints" in info["joints"]
