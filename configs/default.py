@@ -96,6 +96,12 @@ def get_config() -> ml_collections.ConfigDict:
                                                # "rgb" p_R only (the narrower reading of Eq. 10,
                                                # half the weight of the default)
     c.loss.use_distill = True                  # + L_d
+    c.loss.template = "sampler"                # rho's bone lengths: "sampler" = the synthetic
+                                               # sampler's hand (default: the shipped configs'
+                                               # source) or "source_mean" = the mean bone lengths
+                                               # of the source training split (the paper's
+                                               # reading for real sources such as RHD; measured
+                                               # once, cached in workdir/template.json)
     c.loss.epsilon = 1.5                       # keep pseudo-labels with C(r) <= epsilon, in units
                                                # of l (64-px-heatmap px^2 + 50 bone-units^2, mean
                                                # over joints); check the kept share it logs.

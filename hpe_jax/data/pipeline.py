@@ -60,6 +60,14 @@ def num_examples(name: str, split: str, data_dir: str | None = None) -> int:
     return _builder(name, data_dir).info.splits[split].num_examples
 
 
+def all_keypoints_3d(name: str, split: str, data_dir: str | None = None) -> np.ndarray:
+    """(N, J, 3) mm: every example's 3D joints of a split, in the stored order (only that
+    feature is decoded; for statistics such as `loss.template = "source_mean"`)."""
+    ds = _builder(name, data_dir).as_dataset(
+        split=split, decoders=tfds.decode.PartialDecoding({"keypoints_3d": True}))
+    return np.stack([ex["keypoints_3d"] for ex in tfds.as_numpy(ds)])
+
+
 def _builder(name: str, data_dir: str | None):
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():

@@ -17,7 +17,7 @@ import numpy as np
 
 from hpe_jax.hand import camera, kinematics
 from hpe_jax.hand.correction import correct_pose, pseudo_label, pseudo_label_confidence
-from hpe_jax.hand.skeleton import REFERENCE_BONE, ROOT
+from hpe_jax.hand.skeleton import BONES, REFERENCE_BONE, ROOT
 
 Array = jnp.ndarray
 
@@ -25,11 +25,43 @@ Array = jnp.ndarray
 def normalized_template() -> np.ndarray:
     """The template hand (21, 3) with a unit reference bone: the target bone lengths of rho.
 
-    It is the synthetic sampler's mean hand (kinematics.template_pose); on other source data a
-    template measured from the training set can be passed instead.
+    It is the synthetic sampler's mean hand (kinematics.template_pose), `loss.template =
+    "sampler"`; `template_from_bone_ratios(bone_ratios(...))` builds the "source_mean" one.
     """
     t = kinematics.template_pose()
     return (t / np.linalg.norm(t[REFERENCE_BONE[1]] - t[REFERENCE_BONE[0]])).astype(np.float32)
+
+
+#: `loss.template` choices: the bone lengths rho corrects to.
+TEMPLATES: tuple[str, ...] = ("sampler", "source_mean")
+
+
+def bone_ratios(keypoints_3d: np.ndarray) -> np.ndarray:
+    """(N, 21, 3) poses (any length unit) -> (20,) mean bone lengths over poses, in units of each
+    pose's reference bone, in `skeleton.BONES` order. Poses with a degenerate (< 1e-6 of the
+    median) or non-finite reference bone are skipped."""
+    kp = np.asarray(keypoints_3d, np.float64)
+    lengths = np.stack([np.linalg.norm(kp[:, c] - kp[:, p], axis=-1) for p, c in BONES], -1)
+    ref = np.linalg.norm(kp[:, REFERENCE_BONE[1]] - kp[:, REFERENCE_BONE[0]], axis=-1)
+    ok = np.isfinite(ref) & (ref > 1e-6 * np.median(ref)) & np.all(np.isfinite(lengths), -1)
+    if not ok.any():
+        raise ValueError("no pose with a usable reference bone to measure bone lengths from")
+    return (lengths[ok] / ref[ok, None]).mean(0)
+
+
+def template_from_bone_ratios(ratios: np.ndarray) -> np.ndarray:
+    """(20,) bone lengths in reference-bone units -> (21, 3) hand with exactly those lengths.
+
+    rho reads only the template's bone lengths; the directions are the sampler template's, each
+    bone rescaled along the chain from the wrist (`BONES` lists parents before children).
+    """
+    t = kinematics.template_pose().astype(np.float64)
+    out = np.zeros_like(t)
+    out[0] = t[0]
+    for length, (p, c) in zip(np.asarray(ratios, np.float64), BONES, strict=True):
+        d = t[c] - t[p]
+        out[c] = out[p] + length * d / np.linalg.norm(d)
+    return out.astype(np.float32)
 
 
 def lift_25d(uv: Array, z: Array, K: Array) -> Array:

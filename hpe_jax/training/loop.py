@@ -29,7 +29,12 @@ from flax import jax_utils
 
 from hpe_jax import config_checks
 from hpe_jax.data import pipeline
-from hpe_jax.objectives.pseudo_labels import normalized_template
+from hpe_jax.objectives.pseudo_labels import (
+    TEMPLATES,
+    bone_ratios,
+    normalized_template,
+    template_from_bone_ratios,
+)
 from hpe_jax.training import checkpoint, optim, steps
 from hpe_jax.training.factory import build_model, initial_state
 from hpe_jax.training.state import TrainState, check_teacher
@@ -248,10 +253,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
     p_pretrain = steps.make_pmapped(steps.pretrain_step, model=model, loss=config.loss)
 
+    # rho's bone lengths; a pre-training-only run needs none (and reads no dataset for them).
+    template = rho_template(config, workdir) if plan.finetune_steps else normalized_template()
+
     def bind_finetune(loss: ml_collections.ConfigDict) -> Callable:
         return steps.make_pmapped(
             steps.finetune_step, model=model, loss=loss,
-            template=jnp.asarray(normalized_template()), teacher=config.finetune.teacher,
+            template=jnp.asarray(template), teacher=config.finetune.teacher,
             ema_decay=config.finetune.ema_decay,
             bn_stats=config.finetune.get("bn_stats", "shared"))
 
@@ -347,7 +355,7 @@ def calibrated_epsilon(config: ml_collections.ConfigDict, model, rstate: TrainSt
     if not 0.0 < q <= 1.0:
         raise ValueError(f"loss.epsilon_quantile={q} must be in (0, 1] (0 = use loss.epsilon)")
     fn = jax.pmap(functools.partial(steps.teacher_confidence, model=model, loss=config.loss,
-                                    template=jnp.asarray(normalized_template())))
+                                    template=jnp.asarray(rho_template(config, workdir))))
     variables = rstate.teacher_variables if rstate.teacher_params is not None \
         else rstate.variables
     batches = _iterators(config, "finetune", 0)
@@ -369,6 +377,39 @@ def calibrated_epsilon(config: ml_collections.ConfigDict, model, rstate: TrainSt
                                                 for p in (0.1, 0.25, 0.5, 0.75, 0.9)}}, f,
                       indent=1)
     return epsilon
+
+
+TEMPLATE_FILE = "template.json"
+
+
+def rho_template(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
+    """The (21, 3) unit-reference-bone hand whose bone lengths rho corrects pseudo-labels to.
+
+    `loss.template`: "sampler" (default) is the synthetic sampler's hand, the source of the
+    shipped configs; "source_mean" (the paper's reading: the source data's hand) averages every
+    bone over the source training split, in units of each pose's reference bone. It is measured
+    once and written to workdir/template.json, which later runs (resume) read back.
+    """
+    name = config.loss.get("template", "sampler")
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown config.loss.template {name!r}; use one of "
+                         f"{', '.join(repr(t) for t in TEMPLATES)}")
+    if name == "sampler":
+        return normalized_template()
+    path = os.path.join(workdir, TEMPLATE_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return template_from_bone_ratios(np.asarray(json.load(f)["bone_ratios"]))
+    data = config.data
+    kp = pipeline.all_keypoints_3d(data.source, data.source_split, data.data_dir or None)
+    ratios = bone_ratios(kp)
+    logging.info("rho template: mean bone lengths of %s/%s (%d poses)", data.source,
+                 data.source_split, len(kp))
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump({"template": name, "source": data.source, "split": data.source_split,
+                       "num_poses": len(kp), "bone_ratios": ratios.tolist()}, f, indent=1)
+    return template_from_bone_ratios(ratios)
 
 
 def state_has_no_teacher(state: TrainState) -> bool:

@@ -49,3 +49,45 @@ def test_contrast_reduction_sum_is_the_mean_times_the_batch():
                                12 * float(nt_xent(z, zp, 0.5, variant="simclr")), rtol=1e-5)
     with pytest.raises(ValueError, match="'mean' or 'sum'"):
         nt_xent(z, zp, 0.5, reduction="none")
+
+
+def test_bone_ratio_template_has_exactly_the_measured_bone_lengths():
+    from hpe_jax.hand.kinematics import template_pose
+    from hpe_jax.hand.skeleton import BONES
+    from hpe_jax.objectives.pseudo_labels import bone_ratios, template_from_bone_ratios
+
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.8, 1.2, (5, 3))
+    hand = template_pose(scale)
+    poses = np.stack([hand * s for s in (1.0, 7.0, 70.0)])  # any size: ratios are per pose
+    ratios = bone_ratios(poses)
+    t = template_from_bone_ratios(ratios)
+    got = np.array([np.linalg.norm(t[c] - t[p]) for p, c in BONES])
+    np.testing.assert_allclose(got, ratios, rtol=1e-5)
+    assert not np.allclose(ratios, bone_ratios(template_pose()[None]), rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["sampler", "source_mean"])
+def test_loss_template_settings(name, tiny_data_dir, tmp_path, monkeypatch):
+    from hpe_jax.data import pipeline
+    from hpe_jax.hand.skeleton import BONES
+    from hpe_jax.objectives.pseudo_labels import bone_ratios
+    from hpe_jax.training import loop
+
+    config = tiny_config(tiny_data_dir)
+    config.loss.template = name
+    t = loop.rho_template(config, str(tmp_path))
+    assert t.shape == (21, 3) and np.all(np.isfinite(t))
+    if name == "sampler":
+        np.testing.assert_array_equal(t, normalized_template())
+        return
+    kp = pipeline.all_keypoints_3d(config.data.source, config.data.source_split,
+                                   tiny_data_dir)
+    lengths = np.array([np.linalg.norm(t[c] - t[p]) for p, c in BONES])
+    np.testing.assert_allclose(lengths, bone_ratios(kp), rtol=1e-5)
+    # Cached in the workdir: a resumed run reads it back without the dataset.
+    monkeypatch.setattr(pipeline, "all_keypoints_3d", lambda *a: pytest.fail("re-measured"))
+    np.testing.assert_array_equal(loop.rho_template(config, str(tmp_path)), t)
+    config.loss.template = "mean"
+    with pytest.raises(ValueError, match=r"'sampler', 'source_mean'"):
+        loop.rho_template(config, str(tmp_path))
