@@ -54,6 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
                                                # "subpixel" (the same function as a 3x3 conv +
                                                # depth-to-space; 3-5x faster on XLA:CPU) or "auto"
                                                # (subpixel on CPU, transpose on GPU/TPU)
+    c.model.fused_projection = "rgb"           # z_F's projection head: "rgb" (default: s_F is
+                                               # E_R's features re-weighted by depth attention,
+                                               # so it shares E_R's head) or "own" (a third head;
+                                               # the paper leaves it open)
     c.model.dtype = "float32"                  # or "bfloat16" (params stay float32)
     c.model.bn_cross_device = True             # BatchNorm statistics over all devices
     c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision):

@@ -91,3 +91,29 @@ def test_loss_template_settings(name, tiny_data_dir, tmp_path, monkeypatch):
     config.loss.template = "mean"
     with pytest.raises(ValueError, match=r"'sampler', 'source_mean'"):
         loop.rho_template(config, str(tmp_path))
+
+
+def test_fused_projection_rgb_and_own_head():
+    """model.fused_projection: "own" adds a third head for z_F; the rest of the network (and so
+    y_F itself) is unchanged, only the fused projection differs."""
+    outs, params = {}, {}
+    rgb = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+    depth = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 1))
+    for mode in ("rgb", "own"):
+        config = tiny_config()
+        config.model.fused_projection = mode
+        model = factory.build_model(config.model, None)
+        variables = jax.jit(functools.partial(model.init, train=False))(
+            {"params": jax.random.PRNGKey(0)}, rgb, depth)
+        outs[mode] = model.apply(variables, rgb, depth, train=False)
+        params[mode] = set(variables["params"])
+    assert params["own"] - params["rgb"] == {"fused_projection_head"}
+    np.testing.assert_allclose(outs["own"]["fused"]["uv"], outs["rgb"]["fused"]["uv"], rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(outs["own"]["rgb"]["projection"], outs["rgb"]["rgb"]["projection"],
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outs["own"]["fused"]["projection"], outs["rgb"]["fused"]["projection"])
+    config.model.fused_projection = "depth"
+    with pytest.raises(ValueError, match=r"'rgb', 'own'"):
+        factory.build_model(config.model, None).init(jax.random.PRNGKey(0), rgb, depth,
+                                                     train=False)
