@@ -131,6 +131,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.finetune.lr = 2.5e-5
     c.finetune.teacher = "ema"                 # "ema" (this project) or "online" (the paper)
     c.finetune.ema_decay = 0.999
+    c.finetune.reset_optimizer = False         # Adam's moments at the switch: carried over from
+                                               # pre-training (default: one optimizer for the
+                                               # whole run, no bias-correction restart at the
+                                               # low fine-tuning lr) or True = reset to a fresh
+                                               # Adam (a new optimizer for the fine-tuning stage;
+                                               # the paper is silent); the lr schedule continues
     c.finetune.bn_stats = "shared"             # which passes write BatchNorm running statistics
                                                # in fine-tuning: "shared" (source + both target
                                                # passes, the paper is silent) or "target" (the

@@ -281,6 +281,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                         checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
                     if ema_teacher:  # no stale copy for "online": the student is the model
                         rstate = rstate.with_teacher()
+                    # After the switch checkpoint was saved, so a run resumed from it resets
+                    # the same way; only at the switch itself (an online run resumed later
+                    # also passes here, and must keep its fine-tuning moments).
+                    if config.finetune.get("reset_optimizer", False) \
+                            and step == plan.pretrain_steps:
+                        rstate = rstate.replace(
+                            opt_state=jax.pmap(optim.reset_adam_moments)(rstate.opt_state))
                     logging.info("Step %d: switching to fine-tuning", step)
                 phase_start = step if want == "pretrain" else step - plan.pretrain_steps
                 if want == "finetune" and config.loss.get("epsilon_quantile", 0.0) > 0:

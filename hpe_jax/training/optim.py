@@ -8,8 +8,11 @@ paper).
 
 from __future__ import annotations
 
+import functools
 import math
 
+import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -51,3 +54,24 @@ def make_optimizer(
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
     parts.append(optax.adam(schedule, b1=b1, b2=b2))
     return optax.chain(*parts)
+
+
+def reset_adam_moments(opt_state: optax.OptState) -> optax.OptState:
+    """`opt_state` with every Adam state back to a fresh one (mu = nu = 0, count = 0).
+
+    For `finetune.reset_optimizer`: fine-tuning then starts Adam afresh, bias correction
+    included, as a new optimizer would. Everything else is kept, in particular the schedule's
+    step count (optax's ScaleByScheduleState): resetting it too would restart the joined
+    schedule at the pre-training lr instead of the fine-tuning one. Works on replicated
+    ([devices, ...]) states as well: leaves keep their shapes.
+    """
+
+    def reset(node):
+        if isinstance(node, optax.ScaleByAdamState):
+            zeros = functools.partial(jax.tree_util.tree_map, jnp.zeros_like)
+            return node._replace(count=jnp.zeros_like(node.count), mu=zeros(node.mu),
+                                 nu=zeros(node.nu))
+        return node
+
+    return jax.tree_util.tree_map(reset, opt_state,
+                                  is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))

@@ -117,3 +117,36 @@ def test_fused_projection_rgb_and_own_head():
     with pytest.raises(ValueError, match=r"'rgb', 'own'"):
         factory.build_model(config.model, None).init(jax.random.PRNGKey(0), rgb, depth,
                                                      train=False)
+
+
+def _adam_count(state) -> int:
+    import optax
+
+    nodes = jax.tree_util.tree_leaves(
+        state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+    return int([n for n in nodes if isinstance(n, optax.ScaleByAdamState)][0].count)
+
+
+def test_finetune_reset_optimizer_restarts_adam_at_the_switch_and_survives_resume(
+        tiny_data_dir, tmp_path):
+    """finetune.reset_optimizer=True: Adam's count (and moments) restart at the switch, so after
+    4 + 4 steps Adam has counted only the 4 fine-tuning steps; a run stopped exactly at the
+    switch and resumed from its checkpoint ends bitwise identical."""
+    from hpe_jax.training import loop
+
+    config = tiny_config(tiny_data_dir)
+    config.finetune.reset_optimizer = True
+    straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
+    assert int(straight.step) == 8 and _adam_count(straight) == 4
+    for stop in (4, 0):
+        config.stop_after_steps = stop
+        resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert _adam_count(resumed) == 4
+    for a, b in zip(jax.tree_util.tree_leaves((straight.params, straight.opt_state)),
+                    jax.tree_util.tree_leaves((resumed.params, resumed.opt_state)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The default carries the moments over: Adam counts all 8 steps.
+    config.stop_after_steps = 0
+    config.finetune.reset_optimizer = False
+    assert _adam_count(loop.train_and_evaluate(config, str(tmp_path / "carried"))) == 8
+

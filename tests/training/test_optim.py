@@ -24,3 +24,33 @@ def test_warmup():
     sched = optim.pretrain_schedule(1.0, [100], 0.1, warmup_steps=10)
     np.testing.assert_allclose([sched(0), sched(5), sched(10), sched(200)], [0, 0.5, 1.0, 0.1],
                                rtol=1e-6, atol=1e-7)
+
+
+def test_reset_adam_moments_zeroes_adam_and_keeps_the_schedule_position():
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    schedule = optim.joined_schedule(optim.pretrain_schedule(1e-3, [], 0.1), 3, 1e-4)
+    tx = optim.make_optimizer(schedule, clip_norm=1.0)
+    params = {"w": jnp.ones((2, 3))}
+    state = tx.init(params)
+    for _ in range(5):
+        _, state = tx.update({"w": jnp.full((2, 3), 0.5)}, state, params)
+    reset = optim.reset_adam_moments(state)
+
+    def find(tree, kind):
+        nodes = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, kind))
+        return [n for n in nodes if isinstance(n, kind)][0]
+
+    adam, old = find(reset, optax.ScaleByAdamState), find(state, optax.ScaleByAdamState)
+    assert int(old.count) == 5 and float(jnp.abs(old.nu["w"]).sum()) > 0
+    assert int(adam.count) == 0
+    assert not np.any(adam.mu["w"]) and not np.any(adam.nu["w"])
+    # The schedule still counts from the run's start: the next update uses the fine-tuning lr.
+    sched_old = find(state, optax.ScaleByScheduleState)
+    sched_new = find(reset, optax.ScaleByScheduleState)
+    assert int(sched_new.count) == int(sched_old.count) == 5
+    # A fresh Adam's first step is lr * sign(g) (bias-corrected): 1e-4 here, not 1e-3.
+    updates, _ = tx.update({"w": jnp.full((2, 3), 0.5)}, reset, params)
+    np.testing.assert_allclose(np.asarray(updates["w"]), -1e-4, rtol=1e-3)
