@@ -75,6 +75,11 @@ def get_config() -> ml_collections.ConfigDict:
                                                # pixels), keeping the paper's loss balance and
                                                # epsilon at any output size; 0 = derived at
                                                # start-up (1.0 here), explicit values must agree
+    c.loss.use_visibility = False              # weight l(p, p_gt) of labelled joints by their
+                                               # visibility (0: occluded or pushed off the crop
+                                               # by augmentation, where the soft-argmax cannot
+                                               # reach). Default False = every joint (the papers'
+                                               # loss; labels of occluded joints still teach)
     c.loss.heatmap_weight = 0.0                # auxiliary KL(Gaussian || soft-argmax map) on
                                                # labelled joints (objectives/heatmap.py); not in
                                                # the paper (0 = off); the CPU configs use it to

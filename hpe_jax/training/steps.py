@@ -29,9 +29,15 @@ Batch = dict[str, jnp.ndarray]
 Metrics = dict[str, jnp.ndarray]
 
 
-def _targets(batch: Batch, with_maps: bool) -> Batch:
+def _targets(batch: Batch, with_maps: bool, use_visibility: bool = False) -> Batch:
+    """The labelled targets of M; with `use_visibility` (config.loss.use_visibility) the pose
+    term is weighted per joint by the batch's visibility (0 for joints that are occluded or
+    that augmentation pushed off the crop, where the soft-argmax cannot reach)."""
     keys = ("uv", "z", "mask", "depth_target") if with_maps else ("uv", "z")
-    return {k: batch[k] for k in keys if k in batch}
+    out = {k: batch[k] for k in keys if k in batch}
+    if use_visibility:
+        out["joint_weights"] = batch["visibility"]
+    return out
 
 
 def _m_loss(pred: dict, target: Batch, loss: ml_collections.ConfigDict,
@@ -62,7 +68,8 @@ def pretrain_losses(
     ablations of Table 4.
     """
     n = batch["image"].shape[0]
-    targets = _targets(batch, with_maps=True)
+    targets = _targets(batch, with_maps=True,
+                       use_visibility=loss.get("use_visibility", False))
     metrics: Metrics = {}
     view, pos = _split(outputs, n)
     total = 0.0
@@ -284,7 +291,8 @@ def finetune_step(
         out, upd = model.apply(variables, rgb=src["image"], depth=src_depth, train=True,
                                mutable=["batch_stats"])
         metrics: Metrics = {}
-        targets = _targets(src, with_maps=True)
+        targets = _targets(src, with_maps=True,
+                           use_visibility=loss.get("use_visibility", False))
         l_s = 0.0
         for name, enabled in (("rgb", True), ("depth", loss.use_depth),
                               ("fused", loss.use_fused)):

@@ -51,6 +51,38 @@ def test_contrast_reduction_sum_is_the_mean_times_the_batch():
         nt_xent(z, zp, 0.5, reduction="none")
 
 
+def _adam_count(state) -> int:
+    import optax
+
+    nodes = jax.tree_util.tree_leaves(
+        state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+    return int([n for n in nodes if isinstance(n, optax.ScaleByAdamState)][0].count)
+
+
+def test_finetune_reset_optimizer_restarts_adam_at_the_switch_and_survives_resume(
+        tiny_data_dir, tmp_path):
+    """finetune.reset_optimizer=True: Adam's count (and moments) restart at the switch, so after
+    4 + 4 steps Adam has counted only the 4 fine-tuning steps; a run stopped exactly at the
+    switch and resumed from its checkpoint ends bitwise identical."""
+    from hpe_jax.training import loop
+
+    config = tiny_config(tiny_data_dir)
+    config.finetune.reset_optimizer = True
+    straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
+    assert int(straight.step) == 8 and _adam_count(straight) == 4
+    for stop in (4, 0):
+        config.stop_after_steps = stop
+        resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert _adam_count(resumed) == 4
+    for a, b in zip(jax.tree_util.tree_leaves((straight.params, straight.opt_state)),
+                    jax.tree_util.tree_leaves((resumed.params, resumed.opt_state)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The default carries the moments over: Adam counts all 8 steps.
+    config.stop_after_steps = 0
+    config.finetune.reset_optimizer = False
+    assert _adam_count(loop.train_and_evaluate(config, str(tmp_path / "carried"))) == 8
+
+
 def test_bone_ratio_template_has_exactly_the_measured_bone_lengths():
     from hpe_jax.hand.kinematics import template_pose
     from hpe_jax.hand.skeleton import BONES
@@ -119,34 +151,40 @@ def test_fused_projection_rgb_and_own_head():
                                                      train=False)
 
 
-def _adam_count(state) -> int:
-    import optax
+def test_use_visibility_weights_the_pose_term_by_visibility():
+    from hpe_jax.objectives.pose import multimodal_loss
 
-    nodes = jax.tree_util.tree_leaves(
-        state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
-    return int([n for n in nodes if isinstance(n, optax.ScaleByAdamState)][0].count)
+    # The loss itself: an invisible joint with a huge error counts only without the weights.
+    rng = np.random.default_rng(0)
+    uv, z = rng.normal(size=(2, 21, 2)), rng.normal(size=(2, 21))
+    vis = np.ones((2, 21), np.float32)
+    vis[:, 3] = 0.0
+    far = uv.copy()
+    far[:, 3] += 100.0
+    plain = float(multimodal_loss({"uv": far, "z": z}, {"uv": uv, "z": z})["pose"])
+    weighted = float(multimodal_loss({"uv": far, "z": z},
+                                     {"uv": uv, "z": z, "joint_weights": vis})["pose"])
+    assert plain > 100.0 and weighted == 0.0
 
+    # Both settings run through the pre-training step; they differ exactly when a joint is
+    # marked invisible.
+    def l_s(use_visibility, visibility):
+        config = tiny_config()
+        config.loss.use_visibility = use_visibility
+        model = factory.build_model(config.model, "batch")
+        tx = optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1))
+        state = factory.initial_state(config, model, tx)
+        step = jax.pmap(functools.partial(steps.pretrain_step, model=model, loss=config.loss),
+                        axis_name="batch")
+        batch = {**labelled_batch(2), "visibility": visibility}
+        _, metrics = step(jax_utils.replicate(state), shard(batch, 1),
+                          jax.random.split(jax.random.PRNGKey(0), 1))
+        return float(metrics["L_s"][0])
 
-def test_finetune_reset_optimizer_restarts_adam_at_the_switch_and_survives_resume(
-        tiny_data_dir, tmp_path):
-    """finetune.reset_optimizer=True: Adam's count (and moments) restart at the switch, so after
-    4 + 4 steps Adam has counted only the 4 fine-tuning steps; a run stopped exactly at the
-    switch and resumed from its checkpoint ends bitwise identical."""
-    from hpe_jax.training import loop
-
-    config = tiny_config(tiny_data_dir)
-    config.finetune.reset_optimizer = True
-    straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
-    assert int(straight.step) == 8 and _adam_count(straight) == 4
-    for stop in (4, 0):
-        config.stop_after_steps = stop
-        resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
-    assert _adam_count(resumed) == 4
-    for a, b in zip(jax.tree_util.tree_leaves((straight.params, straight.opt_state)),
-                    jax.tree_util.tree_leaves((resumed.params, resumed.opt_state)), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # The default carries the moments over: Adam counts all 8 steps.
-    config.stop_after_steps = 0
-    config.finetune.reset_optimizer = False
-    assert _adam_count(loop.train_and_evaluate(config, str(tmp_path / "carried"))) == 8
-
+    ones = np.ones((2, 21), np.float32)
+    half = ones.copy()
+    half[:, ::2] = 0.0
+    off = l_s(False, half)
+    assert np.isfinite(off)
+    assert l_s(True, ones) == pytest.approx(off, rel=1e-5)
+    assert l_s(True, half) != pytest.approx(off, rel=1e-3)
