@@ -85,6 +85,8 @@ def get_config() -> ml_collections.ConfigDict:
                                                # the paper (0 = off); the CPU configs use it to
                                                # escape the mean pose
     c.loss.heatmap_sigma = 1.0                 # its Gaussian's std, output-heatmap pixels
+    c.loss.heatmap_pseudo_weight = 0.0         # the same KL on kept pseudo-labels, inside L_l
+                                               # (0 = off, the paper's L_l)
     c.loss.lambda_m = 100.0                    # mask L1 weight
     c.loss.lambda_dm = 50.0                    # depth-map L1: the paper's "lambda_d = 50"
     c.loss.lambda_c = 0.1                      # contrastive weight

@@ -311,6 +311,16 @@ def finetune_step(
             l_l = _m_loss(y_r, pseudo, loss)["pose"]
             if pseudo_on == "both":
                 l_l = l_l + _m_loss(y_f, pseudo, loss)["pose"]
+            # The auxiliary heatmap term on kept pseudo-labels, for the reason it exists on
+            # labels: the soft-argmax alone moves the logits too little (off by default).
+            heat_weight = loss.get("heatmap_pseudo_weight", 0.0)
+            if heat_weight > 0:
+                heat = heatmap_kl(y_r["heatmaps"], r_uv, loss.heatmap_sigma, pseudo["weights"])
+                if pseudo_on == "both":
+                    heat = heat + heatmap_kl(y_f["heatmaps"], r_uv, loss.heatmap_sigma,
+                                             pseudo["weights"])
+                metrics["L_l/heatmap"] = heat
+                l_l = l_l + heat_weight * heat
             metrics["L_l"] = l_l
             total = total + loss.lambda_l * l_l
         if loss.use_distill:
