@@ -57,8 +57,10 @@ def test_train_config_field_typo_names_the_field_and_the_fix():
 
 
 def test_train_missing_manual_dataset_points_to_tfds_build(tmp_path):
+    # init_from=scratch: past the ImageNet-weights check, to the dataset.
     proc = _tool("tools.train", "--config=configs/rhd_to_stb.py", f"--workdir={tmp_path / 'w'}",
-                 f"--config.data.data_dir={tmp_path / 'data'}")
+                 f"--config.data.data_dir={tmp_path / 'data'}",
+                 "--config.model.init_from=scratch")
     assert proc.returncode == 1
     line = _one_line(proc, "train")
     assert "'rhd' is not prepared" in line
