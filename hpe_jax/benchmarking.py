@@ -2,9 +2,10 @@
 
 What is timed, and how (`tools/benchmark.py` is the command line):
 - Train steps (`benchmark_train_step`): the project's own pmapped `pretrain_step` /
-  `finetune_step` (`training.steps.make_pmapped`), compiled once ahead of time, on synthetic
-  batches that already live on the devices, so the input pipeline is excluded. After `warmup`
-  steps, `repeats` runs of `steps` steps are timed, each ending with `block_until_ready`.
+  `finetune_step` (`training.steps.bind_pretrain` / `bind_finetune`), compiled once ahead of
+  time, on synthetic batches that already live on the devices, so the input pipeline is
+  excluded. After `warmup` steps, `repeats` runs of `steps` steps are timed, each ending with
+  `block_until_ready`.
 - Evaluation (`benchmark_eval`): the RGB path `DualModalityNet.predict_rgb` in inference mode,
   pmapped like the evaluator's step, same timing.
 - Input pipelines (`benchmark_pipeline`): `data.pipeline.labelled_dataset` /
@@ -265,13 +266,10 @@ def benchmark_train_step(config: ml_collections.ConfigDict, phase: str, *, steps
     S = config.data.input_size
     state = TrainState.create(host_init(model, S), tx, jax.random.PRNGKey(config.seed))
     if phase == "pretrain":
-        step = train_steps.make_pmapped(train_steps.pretrain_step, model=model, loss=config.loss)
+        step = train_steps.bind_pretrain(model, config)
     else:
         state = state.with_teacher()
-        step = train_steps.make_pmapped(
-            train_steps.finetune_step, model=model, loss=config.loss,
-            template=jnp.asarray(normalized_template()), teacher=config.finetune.teacher,
-            ema_decay=config.finetune.ema_decay)
+        step = train_steps.bind_finetune(model, config, normalized_template())
     host_batch, items = _phase_batch(config, phase)
     batch = to_devices(host_batch, n_dev)
     rstate = jax_utils.replicate(state)

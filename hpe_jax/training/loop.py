@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -91,16 +90,25 @@ def make_plan(config: ml_collections.ConfigDict) -> Plan:
 
 
 def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
-    pre = optim.pretrain_schedule(
-        config.pretrain.lr,
-        [e * plan.pretrain_steps_per_epoch for e in config.pretrain.decay_epochs],
-        config.pretrain.decay_factor,
-        config.pretrain.warmup_steps,
-    )
-    schedule = optim.joined_schedule(pre, plan.pretrain_steps if plan.finetune_steps else None,
-                                     config.finetune.lr)
-    tx = optim.make_optimizer(schedule, config.optim.b1, config.optim.b2, config.optim.clip_norm)
-    return tx, schedule
+    """(tx, schedule): Adam on the joined pre-training / fine-tuning schedule of `config`."""
+    return _optimizer(
+        float(config.pretrain.lr),
+        tuple(e * plan.pretrain_steps_per_epoch for e in config.pretrain.decay_epochs),
+        float(config.pretrain.decay_factor), int(config.pretrain.warmup_steps),
+        plan.pretrain_steps if plan.finetune_steps else None, float(config.finetune.lr),
+        float(config.optim.b1), float(config.optim.b2), float(config.optim.clip_norm))
+
+
+# One optimizer object per set of hyper-parameters: TrainState carries `tx` as static pytree
+# data, which a compiled step's cache compares by equality, and two optax chains built alike
+# are not equal; a repeated or resumed run in the same process would otherwise recompile.
+@functools.lru_cache(maxsize=16)
+def _optimizer(lr: float, boundaries: tuple[int, ...], factor: float, warmup_steps: int,
+               switch_step: int | None, finetune_lr: float, b1: float, b2: float,
+               clip_norm: float):
+    pre = optim.pretrain_schedule(lr, list(boundaries), factor, warmup_steps)
+    schedule = optim.joined_schedule(pre, switch_step, finetune_lr)
+    return optim.make_optimizer(schedule, b1, b2, clip_norm), schedule
 
 
 def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
@@ -258,19 +266,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                  plan.finetune_steps)
     report = periodic_actions.ReportProgress(num_train_steps=plan.total_steps, writer=writer)
 
-    p_pretrain = steps.make_pmapped(steps.pretrain_step, model=model, loss=config.loss)
+    p_pretrain = steps.bind_pretrain(model, config)
 
     # rho's bone lengths; a pre-training-only run needs none (and reads no dataset for them).
     template = rho_template(config, workdir) if plan.finetune_steps else normalized_template()
 
-    def bind_finetune(loss: ml_collections.ConfigDict) -> Callable:
-        return steps.make_pmapped(
-            steps.finetune_step, model=model, loss=loss,
-            template=jnp.asarray(template), teacher=config.finetune.teacher,
-            ema_decay=config.finetune.ema_decay,
-            bn_stats=config.finetune.get("bn_stats", "shared"))
-
-    p_finetune = bind_finetune(config.loss)
+    p_finetune = steps.bind_finetune(model, config, template)
     rstate = jax_utils.replicate(state)
     base_rng = jax.random.PRNGKey(config.seed + 17)
     n_local = jax.local_device_count()
@@ -298,9 +299,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     logging.info("Step %d: switching to fine-tuning", step)
                 phase_start = step if want == "pretrain" else step - plan.pretrain_steps
                 if want == "finetune" and config.loss.get("epsilon_quantile", 0.0) > 0:
-                    loss_cfg = ml_collections.ConfigDict(config.loss.to_dict())
-                    loss_cfg.epsilon = calibrated_epsilon(config, model, rstate, workdir)
-                    p_finetune = bind_finetune(loss_cfg)
+                    p_finetune = steps.bind_finetune(
+                        model, config, template,
+                        epsilon=calibrated_epsilon(config, model, rstate, workdir))
                 phase, batches = want, _iterators(config, want, phase_start)
                 progress.before_first_step(phase, step)
                 first_of_phase = True
@@ -368,8 +369,7 @@ def calibrated_epsilon(config: ml_collections.ConfigDict, model, rstate: TrainSt
     q = float(config.loss.epsilon_quantile)
     if not 0.0 < q <= 1.0:
         raise ValueError(f"loss.epsilon_quantile={q} must be in (0, 1] (0 = use loss.epsilon)")
-    fn = jax.pmap(functools.partial(steps.teacher_confidence, model=model, loss=config.loss,
-                                    template=jnp.asarray(rho_template(config, workdir))))
+    fn = steps.bind_teacher_confidence(model, config, rho_template(config, workdir))
     variables = rstate.teacher_variables if rstate.teacher_params is not None \
         else rstate.variables
     batches = _iterators(config, "finetune", 0)

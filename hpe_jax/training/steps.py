@@ -1,7 +1,9 @@
 """Pure, pmappable train steps: `(state, batch, rng) -> (state, metrics)`.
 
-Each step is a module-level function whose dependencies (the model, the loss weights) are bound
-with `functools.partial` as keyword-only arguments; `pmap(axis_name='batch')` wraps the result.
+Each step is a module-level function whose dependencies (the model, the `LossConfig`, the
+fine-tuning options) are keyword-only arguments; `bind_pretrain`, `bind_finetune` and
+`bind_teacher_confidence` are the one place they are bound and `pmap(axis_name='batch')` wraps
+the result. The losses themselves are assembled in `objectives/losses.py`.
 Gradients are averaged over the device axis; BatchNorm statistics are averaged by the model itself
 (its `bn_axis_name`) and once more here, which is a no-op when they are already in sync.
 """
@@ -16,117 +18,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from hpe_jax.hand.camera import apply_affine
-from hpe_jax.objectives.contrastive import nt_xent
-from hpe_jax.objectives.heatmap import heatmap_kl
-from hpe_jax.objectives.pose import multimodal_loss
+from hpe_jax.objectives.losses import (
+    LossConfig,
+    distillation_loss,
+    pretrain_losses,
+    pseudo_label_loss,
+    supervised_loss,
+)
 from hpe_jax.objectives.pseudo_labels import make_pseudo_labels
 from hpe_jax.training.state import TrainState, check_teacher, ema_update
 
 Batch = dict[str, jnp.ndarray]
 Metrics = dict[str, jnp.ndarray]
-
-
-def _targets(batch: Batch, with_maps: bool, use_visibility: bool = False) -> Batch:
-    """The labelled targets of M; with `use_visibility` (config.loss.use_visibility) the pose
-    term is weighted per joint by the batch's visibility (0 for joints that are occluded or
-    that augmentation pushed off the crop, where the soft-argmax cannot reach)."""
-    keys = ("uv", "z", "mask", "depth_target") if with_maps else ("uv", "z")
-    out = {k: batch[k] for k in keys if k in batch}
-    if use_visibility:
-        out["joint_weights"] = batch["visibility"]
-    return out
-
-
-def _m_loss(pred: dict, target: Batch, loss: ml_collections.ConfigDict,
-            labelled: bool = False) -> dict:
-    """M(y, target); on labelled targets plus the optional auxiliary heatmap term."""
-    m = multimodal_loss(pred, target, lambda_z=loss.lambda_z, lambda_m=loss.lambda_m,
-                        lambda_dm=loss.lambda_dm, uv_scale=loss.uv_scale)
-    weight = loss.get("heatmap_weight", 0.0)
-    if labelled and weight > 0:
-        m["heatmap"] = heatmap_kl(pred["heatmaps"], target["uv"], loss.heatmap_sigma)
-        m["total"] = m["total"] + weight * m["heatmap"]
-    return m
-
-
-def _split(tree: Any, n: int) -> tuple[Any, Any]:
-    return (jax.tree_util.tree_map(lambda x: x[:n], tree),
-            jax.tree_util.tree_map(lambda x: x[n:], tree))
-
-
-def pretrain_losses(
-    outputs: dict, batch: Batch, loss: ml_collections.ConfigDict, axis_name: str | None
-) -> tuple[jnp.ndarray, Metrics]:
-    """L_pretrain = L_s + lambda_c L_c (Eq. 2-7) from the model's outputs on both views.
-
-    `outputs` come from one apply on the two views stacked along the batch axis (first half: the
-    geometric view G(x), G(d); second half: the texture-augmented positives). L_s supervises the
-    first half; the switches `loss.use_depth`, `loss.use_fused`, `loss.use_contrast` give the
-    ablations of Table 4.
-    """
-    n = batch["image"].shape[0]
-    targets = _targets(batch, with_maps=True,
-                       use_visibility=loss.get("use_visibility", False))
-    metrics: Metrics = {}
-    view, pos = _split(outputs, n)
-    total = 0.0
-    for name, enabled in (("rgb", True), ("depth", loss.use_depth), ("fused", loss.use_fused)):
-        if not enabled:
-            continue
-        m = _m_loss(view[name], targets, loss, labelled=True)
-        total = total + m["total"]
-        metrics.update({f"M_{name}/{k}": v for k, v in m.items()})
-    metrics["L_s"] = total
-    if loss.use_contrast:
-        terms = contrastive_terms(view, pos, loss, axis_name)
-        l_c = sum(terms.values())
-        metrics.update({f"L_c/{k}": v for k, v in terms.items()})
-        metrics["L_c"] = l_c
-        total = total + loss.lambda_c * l_c
-    metrics["loss"] = total
-    return total, metrics
-
-
-def contrastive_terms(
-    view: dict, pos: dict, loss: ml_collections.ConfigDict, axis_name: str | None
-) -> dict[str, jnp.ndarray]:
-    """The terms of L_c for `loss.contrast_mode` (Table 3 of the paper).
-
-    'ours' (Eq. 7): eta(z_R, z_R+) + eta(z_D, z_D+) + eta(z_R, z_F) + eta(z_R+, z_F+); RGB and
-    depth features are never paired directly. 'intra': the two intra-modal terms only.
-    'intra_cross': intra-modal plus direct RGB-depth contrast eta(z_R, z_D) + eta(z_R+, z_D+).
-    'l1_align': mean |z_R - z_D|_1 feature alignment (no negatives). Terms that need the depth
-    path are dropped when `loss.use_depth` is off; the fused ones when `loss.use_fused` is off.
-    """
-    def eta(a: str, b: str, first: dict, second: dict) -> jnp.ndarray:
-        return nt_xent(first[a]["projection"], second[b]["projection"], loss.temperature,
-                       axis_name, loss.contrast_variant,
-                       loss.get("contrast_reduction", "mean"))
-
-    mode = loss.contrast_mode
-    if mode not in ("ours", "intra", "intra_cross", "l1_align"):
-        raise ValueError(f"unknown loss.contrast_mode {mode!r}; use ours, intra, intra_cross "
-                         "or l1_align")
-    if mode == "l1_align":
-        return {"l1_rgb_depth": jnp.mean(jnp.abs(view["rgb"]["projection"]
-                                                 - view["depth"]["projection"]))}
-    terms = {"rgb": eta("rgb", "rgb", view, pos)}
-    if loss.use_depth:
-        terms["depth"] = eta("depth", "depth", view, pos)
-    if mode == "ours" and loss.use_fused:
-        terms["rgb_fused"] = eta("rgb", "fused", view, view)
-        terms["rgb_fused_pos"] = eta("rgb", "fused", pos, pos)
-    if mode == "intra_cross" and loss.use_depth:
-        terms["rgb_depth"] = eta("rgb", "depth", view, view)
-        terms["rgb_depth_pos"] = eta("rgb", "depth", pos, pos)
-    return terms
-
-
-def _needs_depth(loss: ml_collections.ConfigDict) -> bool:
-    return bool(loss.use_depth or loss.use_fused)
 
 
 def pretrain_step(
@@ -135,14 +42,14 @@ def pretrain_step(
     rng: jax.Array,
     *,
     model: nn.Module,
-    loss: ml_collections.ConfigDict,
+    loss: LossConfig,
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
     """One pre-training step on a labelled multimodal batch (pipeline keys, per device)."""
     del rng  # the model is deterministic; augmentation randomness lives in the input pipeline
     two_views = loss.use_contrast
     rgb = batch["image"]
-    depth = batch.get("depth") if _needs_depth(loss) else None
+    depth = batch.get("depth") if loss.needs_depth else None
     if two_views:
         rgb = jnp.concatenate([rgb, batch["image_pos"]], 0)
         if depth is not None:
@@ -175,10 +82,49 @@ def _finish_step(
     return new_state, metrics
 
 
-def make_pmapped(step: Callable, **kwargs) -> Callable:
-    """pmap(partial(step, **kwargs)) over the 'batch' axis, donating the old state."""
-    return jax.pmap(functools.partial(step, axis_name="batch", **kwargs), axis_name="batch",
-                    donate_argnums=(0,))
+def bind_pretrain(model: nn.Module, config: ml_collections.ConfigDict) -> Callable:
+    """`pretrain_step` for `config`, pmapped over the 'batch' axis: `(state, batch, rng)` with
+    a leading device axis on each, donating the old state."""
+    return _pmapped(pretrain_step, model, LossConfig.from_config(config.loss))
+
+
+def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template: Any,
+                  epsilon: float | None = None) -> Callable:
+    """`finetune_step` for `config` (its loss, `finetune.teacher`, `ema_decay`, `bn_stats`)
+    with rho's (21, 3) `template`, pmapped like `bind_pretrain`; `epsilon` (a calibrated one)
+    replaces `loss.epsilon`."""
+    loss = LossConfig.from_config(config.loss)
+    if epsilon is not None:
+        loss = loss.replace(epsilon=float(epsilon))
+    ft = config.finetune
+    return _pmapped(finetune_step, model, loss, template=_hashable(template),
+                    teacher=ft.teacher, ema_decay=float(ft.ema_decay),
+                    bn_stats=ft.get("bn_stats", "shared"))
+
+
+def bind_teacher_confidence(model: nn.Module, config: ml_collections.ConfigDict,
+                            template: Any) -> Callable:
+    """`teacher_confidence` pmapped: `(variables, images, K)` -> C per image, (devices, N)."""
+    return _pmapped(teacher_confidence, model, LossConfig.from_config(config.loss),
+                    donate=False, template=_hashable(template))
+
+
+def _hashable(template: Any) -> tuple:
+    return tuple(map(tuple, np.asarray(template, np.float32).tolist()))
+
+
+# Bound steps are cached on (step, model, loss, options): a Linen module and a LossConfig
+# compare by value, so a second run of the same configuration in one process (an ablation's
+# rows, a resume, the tests) reuses the compiled program instead of compiling it again.
+@functools.lru_cache(maxsize=16)
+def _pmapped(step: Callable, model: nn.Module, loss: LossConfig, donate: bool = True,
+             **options: Any) -> Callable:
+    if "template" in options:
+        options["template"] = jnp.asarray(options["template"], jnp.float32)
+    if step is not teacher_confidence:
+        options["axis_name"] = "batch"
+    return jax.pmap(functools.partial(step, model=model, loss=loss, **options),
+                    axis_name="batch", donate_argnums=(0,) if donate else ())
 
 
 def _upsample_depth(depth_map: jnp.ndarray, size: int) -> jnp.ndarray:
@@ -227,7 +173,7 @@ def two_pass(
 
 def teacher_confidence(
     variables: dict, images: jnp.ndarray, K: jnp.ndarray, *, model: nn.Module,
-    loss: ml_collections.ConfigDict, template: jnp.ndarray,
+    loss: LossConfig, template: jnp.ndarray,
 ) -> jnp.ndarray:
     """C(r) of the pseudo-labels `variables` would give unlabelled `images` (N, S, S, 3) with
     output-resolution intrinsics K (N, 3, 3): (N,), as the fine-tuning step computes it (the
@@ -245,7 +191,7 @@ def finetune_step(
     rng: jax.Array,
     *,
     model: nn.Module,
-    loss: ml_collections.ConfigDict,
+    loss: LossConfig,
     template: jnp.ndarray,
     teacher: str = "ema",
     ema_decay: float = 0.999,
@@ -269,9 +215,6 @@ def finetune_step(
     """
     del rng
     check_teacher(teacher)  # at trace time: "EMA" must not silently mean "online"
-    pseudo_on = loss.get("pseudo_on", "both")
-    if pseudo_on not in ("both", "rgb"):
-        raise ValueError(f"unknown loss.pseudo_on {pseudo_on!r}; use 'both' or 'rgb'")
     src, tgt = batch["source"], batch["target"]
     # Pseudo-labels from the teacher on the weak view (inference mode, no gradient).
     t_vars = state.teacher_variables if teacher == "ema" else state.variables
@@ -284,52 +227,25 @@ def finetune_step(
     # Carry r into the student's strong view by the known affine (z is scale-free: unchanged).
     r_uv = apply_affine(tgt["weak_to_strong"], labels["uv"])
     pseudo = {"uv": r_uv, "z": labels["z"], "weights": labels["keep"]}
-    src_depth = src.get("depth") if _needs_depth(loss) else None
+    src_depth = src.get("depth") if loss.needs_depth else None
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
         out, upd = model.apply(variables, rgb=src["image"], depth=src_depth, train=True,
                                mutable=["batch_stats"])
-        metrics: Metrics = {}
-        targets = _targets(src, with_maps=True,
-                           use_visibility=loss.get("use_visibility", False))
-        l_s = 0.0
-        for name, enabled in (("rgb", True), ("depth", loss.use_depth),
-                              ("fused", loss.use_fused)):
-            if enabled:
-                m = _m_loss(out[name], targets, loss, labelled=True)
-                l_s = l_s + m["total"]
-                metrics[f"M_{name}/total"] = m["total"]
-        metrics["L_s"] = l_s
+        l_s, metrics = supervised_loss(out, src, loss)
         start = upd["batch_stats"] if bn_stats == "shared" else state.batch_stats
         variables = {"params": params, "batch_stats": start}
         y_r, y_f, stats = two_pass(model, variables, tgt["image_strong"], train=True,
                                    bn_stats=bn_stats)
         total = l_s
         if loss.use_pseudo:
-            # loss.pseudo_on: "both" supervises p_R and p_F with r (summed), "rgb" p_R only.
-            l_l = _m_loss(y_r, pseudo, loss)["pose"]
-            if pseudo_on == "both":
-                l_l = l_l + _m_loss(y_f, pseudo, loss)["pose"]
-            # The auxiliary heatmap term on kept pseudo-labels, for the reason it exists on
-            # labels: the soft-argmax alone moves the logits too little (off by default).
-            heat_weight = loss.get("heatmap_pseudo_weight", 0.0)
-            if heat_weight > 0:
-                heat = heatmap_kl(y_r["heatmaps"], r_uv, loss.heatmap_sigma, pseudo["weights"])
-                if pseudo_on == "both":
-                    heat = heat + heatmap_kl(y_f["heatmaps"], r_uv, loss.heatmap_sigma,
-                                             pseudo["weights"])
-                metrics["L_l/heatmap"] = heat
-                l_l = l_l + heat_weight * heat
-            metrics["L_l"] = l_l
+            l_l, l_metrics = pseudo_label_loss(y_r, y_f, pseudo, loss)
+            metrics.update(l_metrics)
             total = total + loss.lambda_l * l_l
         if loss.use_distill:
-            fixed = jax.lax.stop_gradient(y_f) if loss.distill_stop_gradient else y_f
-            target = {"uv": fixed["uv"], "z": fixed["z"], "mask": fixed["mask"],
-                      "depth_target": fixed["depth_map"]}
-            l_d = _m_loss(y_r, target, loss)["total"]
-            metrics["L_d"] = l_d
-            total = total + loss.lambda_dist * l_d
+            metrics["L_d"] = distillation_loss(y_r, y_f, loss)
+            total = total + loss.lambda_dist * metrics["L_d"]
         metrics["loss"] = total
         agreement = jnp.mean(jnp.linalg.norm(y_r["uv"] - r_uv, axis=-1))
         metrics["pseudo/student_teacher_px"] = agreement

@@ -6,7 +6,6 @@ Each process feeds its slice of every global batch to its local devices (as the 
 pipeline does); with one process it feeds the whole batch. Process 0 prints the losses.
 """
 
-import functools
 import sys
 
 import jax
@@ -26,8 +25,7 @@ config = tiny_config()
 model = factory.build_model(config.model, "batch")
 tx = optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1))
 state = jax_utils.replicate(factory.initial_state(config, model, tx))
-step = jax.pmap(functools.partial(steps.pretrain_step, model=model, loss=config.loss),
-                axis_name="batch")
+step = steps.bind_pretrain(model, config)
 per_process = GLOBAL_BATCH // jax.process_count()
 losses = []
 for i in range(3):

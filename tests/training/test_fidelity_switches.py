@@ -4,7 +4,6 @@ settings run and differ the way they should."""
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import jax_utils
@@ -23,9 +22,8 @@ def _finetune_metrics(pseudo_on):
     model = factory.build_model(config.model, "batch")
     tx = optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1))
     state = factory.initial_state(config, model, tx)
-    step = jax.pmap(functools.partial(
-        steps.finetune_step, model=model, loss=config.loss,
-        template=jnp.asarray(normalized_template()), teacher="online"), axis_name="batch")
+    config.finetune.teacher = "online"
+    step = steps.bind_finetune(model, config, normalized_template())
     batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
     _, metrics = step(jax_utils.replicate(state), batch, jax.random.split(jax.random.PRNGKey(0), 1))
     return {k: float(v[0]) for k, v in metrics.items()}
@@ -174,8 +172,7 @@ def test_use_visibility_weights_the_pose_term_by_visibility():
         model = factory.build_model(config.model, "batch")
         tx = optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1))
         state = factory.initial_state(config, model, tx)
-        step = jax.pmap(functools.partial(steps.pretrain_step, model=model, loss=config.loss),
-                        axis_name="batch")
+        step = steps.bind_pretrain(model, config)
         batch = {**labelled_batch(2), "visibility": visibility}
         _, metrics = step(jax_utils.replicate(state), shard(batch, 1),
                           jax.random.split(jax.random.PRNGKey(0), 1))

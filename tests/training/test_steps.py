@@ -1,4 +1,3 @@
-import functools
 import os
 import subprocess
 import sys
@@ -11,6 +10,8 @@ import pytest
 from flax import jax_utils
 from helpers import labelled_batch, shard, tiny_config, unlabelled_batch
 
+from hpe_jax.objectives import losses
+from hpe_jax.objectives.losses import LossConfig
 from hpe_jax.objectives.pseudo_labels import normalized_template
 from hpe_jax.training import factory as loop
 from hpe_jax.training import optim, steps
@@ -27,8 +28,7 @@ def test_overfitting_one_batch_lowers_l_s_by_90_percent():
     config = tiny_config()
     config.loss.use_contrast = False  # L_s only: the supervised objective must be learnable
     model, state = _state(config, lr=3e-3)
-    step = jax.pmap(functools.partial(steps.pretrain_step, model=model, loss=config.loss),
-                    axis_name="batch")
+    step = steps.bind_pretrain(model, config)
     batch = shard(labelled_batch(4), 1)
     rstate = jax_utils.replicate(state)
     rng = jax.random.split(jax.random.PRNGKey(0), 1)
@@ -43,10 +43,8 @@ def test_finetune_step_runs_and_reports():
     config = tiny_config()
     model, state = _state(config)
     state = state.with_teacher()
-    step = jax.pmap(functools.partial(
-        steps.finetune_step, model=model, loss=config.loss,
-        template=jnp.asarray(normalized_template()), teacher="ema", ema_decay=0.5),
-        axis_name="batch")
+    config.finetune.update(teacher="ema", ema_decay=0.5)
+    step = steps.bind_finetune(model, config, normalized_template())
     batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
     rng = jax.random.split(jax.random.PRNGKey(0), 1)
     new, metrics = step(jax_utils.replicate(state), batch, rng)
@@ -64,6 +62,7 @@ _MULTI = textwrap.dedent("""
     import functools, jax, numpy as np, optax
     from flax import jax_utils
     from helpers import labelled_batch, shard, tiny_config
+    from hpe_jax.objectives.losses import LossConfig
     from hpe_jax.training import factory as loop, steps
     assert jax.local_device_count() == 4
     config = tiny_config()
@@ -74,7 +73,9 @@ _MULTI = textwrap.dedent("""
     batch = labelled_batch(8)
     out = {}
     for n in (1, 4):
-        step = jax.pmap(functools.partial(steps.pretrain_step, model=model, loss=config.loss),
+        # Not steps.bind_pretrain: this pmap runs on a subset of the devices.
+        step = jax.pmap(functools.partial(steps.pretrain_step, model=model,
+                                          loss=LossConfig.from_config(config.loss)),
                         axis_name="batch", devices=jax.local_devices()[:n])
         rng = jax.random.split(jax.random.PRNGKey(0), n)
         rstate = jax_utils.replicate(state, jax.local_devices()[:n])
@@ -119,12 +120,12 @@ def test_contrast_modes_pair_the_documented_streams():
     }
     for mode, keys in expected.items():
         config.loss.contrast_mode = mode
-        terms = steps.contrastive_terms(view, pos, config.loss, None)
+        terms = losses.contrastive_terms(view, pos, LossConfig.from_config(config.loss), None)
         assert set(terms) == keys, mode
         assert all(np.isfinite(float(v)) for v in terms.values())
     config.loss.contrast_mode = "bogus"
     with pytest.raises(ValueError, match="contrast_mode"):
-        steps.contrastive_terms(view, pos, config.loss, None)
+        LossConfig.from_config(config.loss)
 
 
 def test_config_beta_init_sets_the_decoders_initial_sharpness():
@@ -142,10 +143,8 @@ def test_finetune_bn_stats_modes(bn_stats):
     config = tiny_config()
     model, state = _state(config)
     state = state.with_teacher()
-    step = jax.pmap(functools.partial(
-        steps.finetune_step, model=model, loss=config.loss,
-        template=jnp.asarray(normalized_template()), teacher="ema", ema_decay=0.5,
-        bn_stats=bn_stats), axis_name="batch")
+    config.finetune.update(teacher="ema", ema_decay=0.5, bn_stats=bn_stats)
+    step = steps.bind_finetune(model, config, normalized_template())
     batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
     rng = jax.random.split(jax.random.PRNGKey(0), 1)
     new, metrics = step(jax_utils.replicate(state), batch, rng)
@@ -178,10 +177,8 @@ def test_heatmap_pseudo_weight_adds_the_kl_of_kept_pseudo_labels_to_l_l():
     for weight in (0.0, 5.0):
         config.loss.heatmap_pseudo_weight = weight
         config.loss.epsilon = 1e9  # keep every pseudo-label
-        step = jax.pmap(functools.partial(
-            steps.finetune_step, model=model, loss=config.loss,
-            template=jnp.asarray(normalized_template()), teacher="ema", ema_decay=0.5),
-            axis_name="batch")
+        config.finetune.update(teacher="ema", ema_decay=0.5)
+        step = steps.bind_finetune(model, config, normalized_template())
         out[weight] = jax.tree_util.tree_map(lambda x: float(x[0]), step(
             jax_utils.replicate(state), batch, rng)[1])
     assert "L_l/heatmap" not in out[0.0]

@@ -1,0 +1,53 @@
+"""LossConfig (the typed view of config.loss the steps read) and the binding cache it enables."""
+
+import dataclasses
+
+import pytest
+from helpers import tiny_config
+
+from hpe_jax.objectives.losses import LossConfig
+from hpe_jax.objectives.pseudo_labels import normalized_template
+from hpe_jax.training import factory, steps
+
+
+def test_from_config_reads_every_field_and_refuses_a_missing_one():
+    config = tiny_config()
+    loss = LossConfig.from_config(config.loss)
+    for field in dataclasses.fields(LossConfig):
+        assert getattr(loss, field.name) == config.loss[field.name], field.name
+    assert isinstance(loss.lambda_z, float) and hash(loss) == hash(
+        LossConfig.from_config(tiny_config().loss))
+    del config.loss["lambda_c"]
+    with pytest.raises(ValueError, match="lambda_c"):
+        LossConfig.from_config(config.loss)
+
+
+def test_from_config_refuses_unknown_modes():
+    config = tiny_config()
+    config.loss.pseudo_on = "fused"
+    with pytest.raises(ValueError, match="pseudo_on"):
+        LossConfig.from_config(config.loss)
+
+
+def test_ways_follow_the_switches():
+    config = tiny_config()
+    assert LossConfig.from_config(config.loss).ways == ("rgb", "depth", "fused")
+    config.loss.update(use_depth=False, use_fused=False)
+    loss = LossConfig.from_config(config.loss)
+    assert loss.ways == ("rgb",) and not loss.needs_depth
+
+
+def test_a_second_binding_of_the_same_configuration_is_the_same_compiled_step():
+    """An ablation's rows, a resume or a repeated run in one process compile each step once."""
+    config = tiny_config()
+    model = factory.build_model(config.model, "batch")
+    again = factory.build_model(tiny_config().model, "batch")
+    assert steps.bind_pretrain(model, config) is steps.bind_pretrain(again, tiny_config())
+    template = normalized_template()
+    first = steps.bind_finetune(model, config, template)
+    assert steps.bind_finetune(again, tiny_config(), template.copy()) is first
+    assert steps.bind_finetune(model, config, template, epsilon=0.5) is not first
+    config.finetune.bn_stats = "target"
+    assert steps.bind_finetune(model, config, template) is not first
+    config.loss.lambda_c = 0.3
+    assert steps.bind_pretrain(model, config) is not steps.bind_pretrain(again, tiny_config())
