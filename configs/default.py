@@ -5,7 +5,7 @@
 
 Pre-trains for 60 epochs (lr 2.5e-4, x0.1 after epochs 40 and 50), then fine-tunes 6 epochs at
 2.5e-5 with pseudo-labels and self-distillation. On synthetic_hands it runs as is; the
-configs/rhd_to_*.py variants set the real datasets.
+configs/rhd_to.py:<target> sets the real datasets.
 """
 
 import ml_collections
@@ -63,8 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision):
                                                # a .npz/.pth path; "" or "scratch" = random init;
                                                # "imagenet" = wanted but not given, refused at
-                                               # start-up with how to get them (the rhd_to_*
-                                               # configs: the paper starts from ImageNet)
+                                               # start-up with how to get them (configs/rhd_to.py:
+                                               # the paper starts from ImageNet)
     c.model.init_variables = ""                # a directory of a whole network's variables
                                                # (training/factory.save_variables), e.g. the
                                                # demo's shipped pre-trained model

@@ -115,6 +115,11 @@ def _flag_error_message(err: BaseException, argv: Sequence[str]) -> str:
                       if a.startswith("--") and a.split("=")[0].endswith("." + bad)), bad)
         fixed = given[: -len(bad)] + good
         return f"unknown config field {given!r}; did you mean {fixed!r} (--{fixed}=...)?"
+    if "Error whilst parsing config file" in text:
+        # The config's get_config raised (e.g. a missing or unknown ':arg'): ml_collections wraps
+        # the traceback, whose last line is the config's own message.
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        return re.sub(r"^[A-Za-z_.]*(Error|Exception): ", "", last)
     if "Failed loading config file" in text:
         path = re.search(r"Attempted \[[^\]]*\]:\s*(\S+)", text)
         where = path.group(1) if path else "(see --verbose)"

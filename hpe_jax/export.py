@@ -47,8 +47,6 @@ CONFIG_FILE = "config.json"
 VARIABLES_DIR = "variables"
 SAVED_MODEL_DIR = "saved_model"
 INFERENCE_MODULES = ("rgb_encoder", "decoder")
-#: The default crop margin around a given hand box (the evaluation pipeline's).
-DEFAULT_CROP_MARGIN = 0.2
 #: Default hand scale: the reference bone (middle MCP -> PIP, `skeleton.REFERENCE_BONE`) of the
 #: template adult hand, i.e. its middle proximal phalanx (`kinematics.PHALANGES`), 44 mm. Metric
 #: 3D output is proportional to it; pass the user's own `scale_mm` when it is known.
@@ -146,7 +144,7 @@ def check_config(config: Any, fields: tuple[str, ...] = CONFIG_FIELDS) -> None:
 
 
 def export_config(
-    config: Any, *, crop_margin: float = DEFAULT_CROP_MARGIN, source: Mapping | None = None
+    config: Any, *, crop_margin: float = camera.DEFAULT_CROP_MARGIN, source: Mapping | None = None
 ) -> dict[str, Any]:
     """The self-describing JSON dict of an export from a training config (`configs/default.py`)."""
     m, d = config.model, config.data
@@ -181,7 +179,7 @@ def export_config(
 
 def export_model(
     config: Any, variables: Mapping[str, Any], path: str, *, crop_margin: float =
-    DEFAULT_CROP_MARGIN, source: Mapping | None = None, overwrite: bool = False,
+    camera.DEFAULT_CROP_MARGIN, source: Mapping | None = None, overwrite: bool = False,
 ) -> str:
     """Writes the inference variables (orbax) and config.json into directory `path`.
 

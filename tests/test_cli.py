@@ -56,9 +56,18 @@ def test_train_config_field_typo_names_the_field_and_the_fix():
     assert "'config.loss.lamda_c'" in line and "'config.loss.lambda_c'" in line
 
 
+@pytest.mark.parametrize("config", ["configs/rhd_to.py", "configs/rhd_to.py:nope"])
+def test_train_config_without_a_known_target_names_the_valid_ones(config):
+    proc = _tool("tools.train", f"--config={config}", "--workdir=/tmp/unused")
+    assert proc.returncode == 2
+    line = _one_line(proc, "train")
+    assert line.startswith("tools.train: configs/rhd_to.py") and "Error" not in line, line
+    assert "one of stb, freihand, h3d, mvhand" in line and "configs/rhd_to.py:stb" in line
+
+
 def test_train_missing_manual_dataset_points_to_tfds_build(tmp_path):
     # init_from=scratch: past the ImageNet-weights check, to the dataset.
-    proc = _tool("tools.train", "--config=configs/rhd_to_stb.py", f"--workdir={tmp_path / 'w'}",
+    proc = _tool("tools.train", "--config=configs/rhd_to.py:stb", f"--workdir={tmp_path / 'w'}",
                  f"--config.data.data_dir={tmp_path / 'data'}",
                  "--config.model.init_from=scratch")
     assert proc.returncode == 1

@@ -1,11 +1,31 @@
 """hpe_jax.config_checks: derived sizes, their refusal when inconsistent, the ImageNet request."""
 
-import importlib
+import os
 
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from configs import default, smoke
 from hpe_jax import config_checks
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+RHD_TO = ["rhd_to:stb", "rhd_to:freihand", "rhd_to:h3d", "rhd_to:mvhand"]
+
+
+def _parse_config_flag(value):
+    """`--config=<value>` through a config file flag, as the tools define it (ml_collections
+    passes the text after ':' to get_config)."""
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=flag_values)
+    flag_values(["test", f"--config={value}"])
+    return flag_values.config
+
+
+def _load(name):
+    """A shipped config by name, `rhd_to:stb` for --config=configs/rhd_to.py:stb."""
+    path, _, arg = name.partition(":")
+    return _parse_config_flag(os.path.join(CONFIGS_DIR, path + ".py") + (":" + arg if arg else ""))
 
 
 def test_default_sizes_are_derived_from_the_input_size_and_the_model():
@@ -25,12 +45,43 @@ def test_default_sizes_are_derived_from_the_input_size_and_the_model():
     assert config_checks.resolve(c) is c  # idempotent: a resolved config passes again
 
 
-@pytest.mark.parametrize("name", ["smoke", "reproduce", "demo", "adapt_folder", "rhd_to_stb",
-                                  "rhd_to_freihand", "rhd_to_h3d", "rhd_to_mvhand"])
+@pytest.mark.parametrize("name", ["smoke", "reproduce", "demo", "adapt_folder", *RHD_TO])
 def test_shipped_configs_resolve(name):
-    c = importlib.import_module(f"configs.{name}").get_config()
+    c = _load(name)
     config_checks.resolve(c)
     assert c.loss.uv_scale == 64 / c.data.output_size
+
+
+# What the four configs/rhd_to_<target>.py files set before they became configs/rhd_to.py:<target>.
+_RHD_TO_FIELDS = {
+    "stb": {"data.target": "stb/palm", "data.target_split": "train"},
+    "freihand": {"data.target": "freihand/tllib", "data.target_split": "train[:15000]"},
+    "h3d": {"data.target": "h3d", "data.target_split": "train"},
+    "mvhand": {"data.target": "hand_folder", "data.target_split": "train[:15000]"},
+}
+
+
+@pytest.mark.parametrize("target", list(_RHD_TO_FIELDS))
+def test_rhd_to_sets_each_targets_fields_and_keeps_the_rest_default(target):
+    c = _load(f"rhd_to:{target}")
+    expect = {"model.init_from": "imagenet", "data.source": "rhd", "data.eval_split": "test",
+              **_RHD_TO_FIELDS[target]}
+    for key, value in expect.items():
+        section, field = key.split(".")
+        assert c[section][field] == value, key
+    # Everything else (the derived sizes included, left to config_checks.resolve) is default's.
+    base, ours = default.get_config().to_dict(), c.to_dict()
+    for key in expect:
+        section, field = key.split(".")
+        base[section].pop(field), ours[section].pop(field)
+    assert ours == base
+
+
+@pytest.mark.parametrize("arg", ["", ":", ":nope"])
+def test_rhd_to_without_a_known_target_names_the_valid_ones(arg):
+    with pytest.raises(flags.IllegalFlagValueError,
+                       match=r"configs/rhd_to.py.*one of stb, freihand, h3d, mvhand"):
+        _parse_config_flag(os.path.join(CONFIGS_DIR, "rhd_to.py") + arg)
 
 
 def test_inconsistent_explicit_sizes_are_refused_with_both_values_and_the_fix():
@@ -50,10 +101,9 @@ def test_inconsistent_explicit_sizes_are_refused_with_both_values_and_the_fix():
         config_checks.resolve(c)
 
 
-@pytest.mark.parametrize("name", ["rhd_to_stb", "rhd_to_freihand", "rhd_to_h3d",
-                                  "rhd_to_mvhand"])
+@pytest.mark.parametrize("name", RHD_TO)
 def test_paper_configs_ask_for_imagenet_weights_unless_scratch(name):
-    c = importlib.import_module(f"configs.{name}").get_config()
+    c = _load(name)
     with pytest.raises(ValueError, match=r"ImageNet.*tools.convert_torchvision --input "
                                          r"resnet101.pth --depth 101.*init_from=scratch"):
         config_checks.check_init(c)

@@ -44,6 +44,7 @@ from hpe_jax.data import preprocess as pp
 from hpe_jax.data.augment import AugmentConfig
 from hpe_jax.data.features import LABEL_KEYS
 from hpe_jax.data.preprocess import normalize_depth, normalize_image
+from hpe_jax.hand.camera import DEFAULT_CROP_MARGIN
 
 __all__ = [
     "AugmentConfig", "eval_dataset", "labelled_dataset", "normalize_depth", "normalize_image",
@@ -51,7 +52,6 @@ __all__ = [
 ]
 
 _ENCODED = ("image", "depth", "mask")  # read undecoded; decoded after shuffling and skipping
-DEFAULT_CROP_MARGIN = 0.2
 DEFAULT_SHUFFLE_BUFFER = 2048
 
 

@@ -20,9 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpe_jax.hand.skeleton import REFERENCE_BONE, ROOT
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+from hpe_jax.models.convert import IMAGENET_MEAN, IMAGENET_STD
 
 
 def normalize_image(image: tf.Tensor) -> tf.Tensor:

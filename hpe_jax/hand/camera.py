@@ -204,6 +204,10 @@ def fit_root_depth_lsq(
 # Crop geometry. One 3x3 affine maps the source image's pixels to the crop's pixels; keypoints,
 # intrinsics and images are all mapped by that same matrix, so they stay consistent.
 
+#: The default crop margin around a given hand box (`square_box`'s `margin`, a fraction of the
+#: box's larger side added on each side): the data pipeline's and the exported predictor's.
+DEFAULT_CROP_MARGIN = 0.2
+
 
 def square_box(uv: Array, margin: float = 0.25, valid: Array | None = None) -> Array:
     """Square box (..., 4) = [u_min, v_min, u_max, v_max] around (..., J, 2) keypoints.

@@ -1,6 +1,6 @@
-"""Pose correction rho (SemiHand, with DM-HPE's joint-angle feasibility) and the confidence C of a
-four-pose pseudo-label: r is the mean of p_R, rho(p_R), p_F and rho(p_F) (DM-HPE Eq. 8), and C
-their spread around r; a sample is kept when C(r) <= epsilon. rho needs no training.
+"""Pose correction rho (SemiHand, with DM-HPE's joint-angle feasibility): registers a 3D pose to a
+template's bone lengths and clamps the finger joint angles to feasible ranges. rho needs no
+training. The pseudo-label r and its confidence C built on it live in `objectives.pseudo_labels`.
 """
 
 from __future__ import annotations
@@ -65,30 +65,3 @@ def correct_pose(
             out[child] = out[parent] + lengths[..., child - 1, None] * d
             frame = kinematics.advance_frame(frame, d)
     return jnp.stack(out, axis=-2)
-
-
-def pseudo_label(poses_uv: Array, poses_z: Array) -> tuple[Array, Array]:
-    """Eq. 8: the mean r of K poses (K = 4: p_R, rho(p_R), p_F, rho(p_F)).
-
-    Args:
-      poses_uv: (K, ..., 21, 2); poses_z: (K, ..., 21).
-    Returns:
-      r_uv (..., 21, 2), r_z (..., 21).
-    """
-    return jnp.mean(poses_uv, axis=0), jnp.mean(poses_z, axis=0)
-
-
-def pseudo_label_confidence(
-    poses_uv: Array, poses_z: Array, lambda_z: float = 50.0, uv_scale: float = 1.0
-) -> Array:
-    """C(r): the mean 2.5D distance l of the K poses to their mean r (their spread); (...,).
-
-    Same units as `objectives.pose.pose_distance_25d` (uv as given, z as given; mean over joints),
-    so C = 0 exactly when the poses coincide and the threshold epsilon is in the units of l.
-    """
-    from hpe_jax.objectives.pose import pose_distance_25d  # noqa: PLC0415  (avoid import cycle)
-
-    r_uv, r_z = pseudo_label(poses_uv, poses_z)
-    dists = pose_distance_25d(poses_uv, poses_z, r_uv[None], r_z[None], lambda_z,
-                              uv_scale=uv_scale)
-    return jnp.mean(dists, axis=0)

@@ -40,6 +40,8 @@ from flax import traverse_util
 
 from hpe_jax.models.resnet import ResNet, resnet_spec
 
+#: torchvision's ImageNet normalisation (RGB, of [0, 1] pixel values) that converted weights
+#: expect: the one definition, used by the input pipeline (`data.preprocess`) and `export`.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 ENCODERS = ("rgb_encoder", "depth_encoder")

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpe_jax.hand import camera, kinematics
-from hpe_jax.hand.correction import correct_pose, pseudo_label, pseudo_label_confidence
+from hpe_jax.hand.correction import correct_pose
 from hpe_jax.hand.skeleton import BONES, REFERENCE_BONE, ROOT
+from hpe_jax.objectives.pose import pose_distance_25d
 
 Array = jnp.ndarray
 
@@ -78,6 +79,31 @@ def drop_to_25d(xyz: Array, K: Array) -> tuple[Array, Array]:
 def corrected_25d(uv: Array, z: Array, K: Array, template: Array) -> tuple[Array, Array]:
     """rho applied to a 2.5D pose: lift, correct against `template`, project back."""
     return drop_to_25d(correct_pose(lift_25d(uv, z, K), template), K)
+
+
+def pseudo_label(poses_uv: Array, poses_z: Array) -> tuple[Array, Array]:
+    """Eq. 8: the mean r of K poses (K = 4: p_R, rho(p_R), p_F, rho(p_F)).
+
+    Args:
+      poses_uv: (K, ..., 21, 2); poses_z: (K, ..., 21).
+    Returns:
+      r_uv (..., 21, 2), r_z (..., 21).
+    """
+    return jnp.mean(poses_uv, axis=0), jnp.mean(poses_z, axis=0)
+
+
+def pseudo_label_confidence(
+    poses_uv: Array, poses_z: Array, lambda_z: float = 50.0, uv_scale: float = 1.0
+) -> Array:
+    """C(r): the mean 2.5D distance l of the K poses to their mean r (their spread); (...,).
+
+    Same units as `objectives.pose.pose_distance_25d` (uv as given, z as given; mean over joints),
+    so C = 0 exactly when the poses coincide and the threshold epsilon is in the units of l.
+    """
+    r_uv, r_z = pseudo_label(poses_uv, poses_z)
+    dists = pose_distance_25d(poses_uv, poses_z, r_uv[None], r_z[None], lambda_z,
+                              uv_scale=uv_scale)
+    return jnp.mean(dists, axis=0)
 
 
 def make_pseudo_labels(

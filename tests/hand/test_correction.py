@@ -79,17 +79,3 @@ def test_correction_jits_and_batches():
     f = jax.jit(correction.correct_pose)
     out = f(jnp.asarray(pose).reshape(2, 2, 21, 3), jnp.asarray(kinematics.template_pose()))
     assert out.shape == (2, 2, 21, 3) and np.all(np.isfinite(out))
-
-
-def test_confidence_and_pseudo_label():
-    rng = np.random.default_rng(3)
-    uv = rng.normal(size=(4, 5, 21, 2)).astype(np.float32)
-    z = rng.normal(size=(4, 5, 21)).astype(np.float32)
-    r_uv, r_z = correction.pseudo_label(uv, z)
-    np.testing.assert_allclose(r_uv, (uv[0] + uv[1] + uv[2] + uv[3]) / 4, atol=1e-6)
-    # Hand-computed spread: mean over the four poses of mean_j(|duv|^2 + 50 dz^2).
-    expect = np.mean([np.mean(np.sum((uv[i] - r_uv) ** 2, -1) + 50 * (z[i] - r_z) ** 2, -1)
-                      for i in range(4)], 0)
-    np.testing.assert_allclose(correction.pseudo_label_confidence(uv, z), expect, rtol=1e-5)
-    same = np.repeat(uv[:1], 4, 0), np.repeat(z[:1], 4, 0)
-    np.testing.assert_allclose(correction.pseudo_label_confidence(*same), 0.0, atol=1e-6)

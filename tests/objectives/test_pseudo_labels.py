@@ -106,3 +106,17 @@ def test_degenerate_teacher_pose_gives_a_finite_loss_and_gradient():
         {"uv": labels["uv"][i:i + 1], "z": labels["z"][i:i + 1]}, lambda_z=50.0)["pose"])
         for i in range(2) if labels["keep"][i] > 0)
     np.testing.assert_allclose(float(value), expected / 3, rtol=1e-5)
+
+
+def test_confidence_and_pseudo_label():
+    rng = np.random.default_rng(3)
+    uv = rng.normal(size=(4, 5, 21, 2)).astype(np.float32)
+    z = rng.normal(size=(4, 5, 21)).astype(np.float32)
+    r_uv, r_z = pl.pseudo_label(uv, z)
+    np.testing.assert_allclose(r_uv, (uv[0] + uv[1] + uv[2] + uv[3]) / 4, atol=1e-6)
+    # Hand-computed spread: mean over the four poses of mean_j(|duv|^2 + 50 dz^2).
+    expect = np.mean([np.mean(np.sum((uv[i] - r_uv) ** 2, -1) + 50 * (z[i] - r_z) ** 2, -1)
+                      for i in range(4)], 0)
+    np.testing.assert_allclose(pl.pseudo_label_confidence(uv, z), expect, rtol=1e-5)
+    same = np.repeat(uv[:1], 4, 0), np.repeat(z[:1], 4, 0)
+    np.testing.assert_allclose(pl.pseudo_label_confidence(*same), 0.0, atol=1e-6)
