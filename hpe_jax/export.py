@@ -290,9 +290,7 @@ def _crop_and_predict(
            "confidence": peak_mass(y["heatmaps"])}
     if K is not None:
         k_out = camera.affine_intrinsics(a_out, K)
-        z_root = camera.recover_root_depth(uv_out, z, k_out) * scale_mm
-        out["xyz"] = camera.decode_25d(uv_out, z, k_out, z_root, scale_mm)
-        out["root_depth_mm"] = z_root
+        out["xyz"], out["root_depth_mm"] = camera.lift_25d(uv_out, z, k_out, scale_mm)
     return out
 
 

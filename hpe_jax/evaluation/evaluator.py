@@ -104,8 +104,7 @@ def lift_known_root(
 
 def lift_recovered_root(uv: Array, z: Array, K: Array, scale: Array) -> Array:
     """Root depth recovered by Iqbal et al.'s closed form times the true scale (mm): (..., J, 3)."""
-    z_root = camera.recover_root_depth(uv, z, K) * scale
-    return camera.decode_25d(uv, z, K, z_root, scale)
+    return camera.lift_25d(uv, z, K, scale)[0]
 
 
 def lift_lsq_root(uv: Array, z: Array, K: Array, scale: Array) -> Array:

@@ -170,6 +170,25 @@ def recover_root_depth(
     return jnp.where(use_smaller, smaller, larger)
 
 
+def lift_25d(
+    uv: Array, z_rel: Array, K: Array, scale: Array | float = 1.0
+) -> tuple[Array, Array]:
+    """2.5D -> 3D with the root depth recovered from the pose itself (`recover_root_depth`,
+    default root choice): the inverse of `encode_25d` when z_root is not known.
+
+    Args:
+      uv: (..., 21, 2) pixels; z_rel: (..., 21) root-relative depths in reference-bone units;
+      K: (..., 3, 3) intrinsics of the image uv is in.
+      scale: (...,) or scalar reference-bone length; its unit is the output's (mm for a hand
+        scale in mm; the default 1 gives a pose normalised to reference-bone units).
+    Returns:
+      xyz (..., 21, 3) camera frame and z_root (...,) the recovered root depth, both in the units
+      of `scale`.
+    """
+    z_root = recover_root_depth(uv, z_rel, K) * scale
+    return decode_25d(uv, z_rel, K, z_root, jnp.asarray(scale, z_root.dtype)), z_root
+
+
 def fit_root_depth_lsq(
     uv: Array, z_rel: Array, K: Array, bone_lengths: Array | None = None, iterations: int = 20,
 ) -> Array:

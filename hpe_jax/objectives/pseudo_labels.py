@@ -67,8 +67,7 @@ def template_from_bone_ratios(ratios: np.ndarray) -> np.ndarray:
 
 def lift_25d(uv: Array, z: Array, K: Array) -> Array:
     """(N, J, 2) px and (N, J) bone units -> (N, J, 3) 3D in reference-bone units (camera frame)."""
-    z_root = camera.recover_root_depth(uv, z, K)
-    return camera.backproject(uv, z_root[..., None] + z, K)
+    return camera.lift_25d(uv, z, K)[0]
 
 
 def drop_to_25d(xyz: Array, K: Array) -> tuple[Array, Array]:

@@ -57,6 +57,27 @@ def test_root_depth_recovery_within_01_mm():
         jax.config.update("jax_enable_x64", False)
 
 
+def test_25d_lift_round_trip_recovers_pose_and_root():
+    """Codec round trip without the root depth: encode 3D -> 2.5D (uv, z_rel, scale), lift back
+    with the recovered root -> the input pose and root depth, in mm and in bone units."""
+    jax.config.update("jax_enable_x64", True)
+    try:
+        xyz, K = _random_hands(16, seed=2)
+        uv, z_rel, z_root, scale = camera.encode_25d(jnp.asarray(xyz), jnp.asarray(K))
+        rec, rec_root = camera.lift_25d(uv, z_rel, K, scale)
+        assert rec.shape == xyz.shape and rec_root.shape == z_root.shape
+        np.testing.assert_allclose(np.asarray(rec_root), xyz[:, ROOT, 2], atol=0.1)
+        np.testing.assert_allclose(np.asarray(rec), xyz, atol=0.1)
+        # Default scale 1: the same pose in reference-bone units.
+        unit, unit_root = camera.lift_25d(uv, z_rel, K)
+        np.testing.assert_allclose(np.asarray(unit) * np.asarray(scale)[:, None, None], xyz,
+                                   atol=0.1)
+        np.testing.assert_allclose(np.asarray(unit_root) * np.asarray(scale), xyz[:, ROOT, 2],
+                                   atol=0.1)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
 def _bone_along_the_ray(tilt_deg, sign, seed=0):
     """A template hand (mm) whose reference bone points along the viewing ray of the root
     (sign +1: away from the camera, -1: towards it), tilted by `tilt_deg` towards the optical
