@@ -313,21 +313,16 @@ def labelled_dataset(
 def unlabelled_dataset(
     name: str = "synthetic_hands/target", split: str = "train", *, data_dir: str | None = None,
     global_batch_size: int, input_size: int, output_size: int, train: bool, seed: int,
-    start_step: int = 0, with_depth: bool = False, augment: AugmentConfig | None = None,
-    depth_cube_mm: float = 300.0, process_index: int | None = None,
-    process_count: int | None = None, local_device_count: int | None = None,
-    crop_margin: float = DEFAULT_CROP_MARGIN, shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    start_step: int = 0, augment: AugmentConfig | None = None,
+    process_index: int | None = None, process_count: int | None = None,
+    local_device_count: int | None = None, crop_margin: float = DEFAULT_CROP_MARGIN,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Infinite, deterministic batches of unlabelled weak/strong views (module doc).
 
     Labels (`features.LABEL_KEYS`: keypoints, visibility, depth, mask) are removed as the first
-    op after reading. `with_depth` and `depth_cube_mm` exist for signature symmetry and must
-    stay off: an unlabelled target has RGB only.
+    op after reading: an unlabelled target has RGB only.
     """
-    del depth_cube_mm
-    if with_depth:
-        raise ValueError("unlabelled_dataset is RGB only: depth is a label here; "
-                         "pass with_depth=False")
     _check_sizes(input_size, output_size)
     p, n, ldc = _process_layout(global_batch_size, process_index, process_count,
                                 local_device_count)
@@ -348,15 +343,14 @@ def unlabelled_dataset(
 
 def eval_dataset(
     name: str, split: str, *, data_dir: str | None = None, input_size: int, output_size: int,
-    batch_size: int | None = None, with_depth: bool = False, depth_cube_mm: float = 300.0,
-    process_index: int = 0, process_count: int = 1, crop_margin: float = DEFAULT_CROP_MARGIN,
+    with_depth: bool = False, depth_cube_mm: float = 300.0, process_index: int = 0,
+    process_count: int = 1, crop_margin: float = DEFAULT_CROP_MARGIN,
 ) -> tf.data.Dataset:
     """UNBATCHED evaluation examples in split order (module doc), with their `index`.
 
-    `batch_size` is accepted for the evaluator's convenience and unused (it pads and batches
-    itself). With process_count > 1, process p gets the examples with index % count == p.
+    The evaluator pads and batches them itself. With process_count > 1, process p gets the
+    examples with index % count == p.
     """
-    del batch_size
     _check_sizes(input_size, output_size)
     builder = _builder(name, data_dir)
     if with_depth and "depth" not in builder.info.features:

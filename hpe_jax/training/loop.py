@@ -130,7 +130,7 @@ def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
         train=True, seed=config.seed + 1, with_depth=True, **common)
     target = pipeline.unlabelled_dataset(
         data.target, data.target_split, global_batch_size=config.finetune.unlabelled_batch_size,
-        train=True, seed=config.seed + 2, **common)
+        train=True, seed=config.seed + 2, **{k: common[k] for k in common if k != "depth_cube_mm"})
     return ({"source": s, "target": t} for s, t in zip(source, target, strict=True))
 
 

@@ -106,7 +106,7 @@ def test_processes_read_disjoint_halves(tiny_data_dir):
 
 def test_eval_dataset_is_unbatched_in_split_order(tiny_data_dir):
     ds = pipeline.eval_dataset("synthetic_hands/source_tiny", "test", data_dir=tiny_data_dir,
-                               input_size=S, output_size=s, batch_size=4)
+                               input_size=S, output_size=s)
     exs = list(ds.take(3).as_numpy_iterator())
     assert [int(e["index"]) for e in exs] == [0, 1, 2]
     assert exs[0]["image"].shape == (S, S, 3) and "image_pos" not in exs[0]
