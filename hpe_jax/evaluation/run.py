@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import ml_collections
@@ -23,6 +23,9 @@ import numpy as np
 from hpe_jax import export
 from hpe_jax.evaluation import report
 from hpe_jax.evaluation.evaluator import EvalResult, Evaluator, dataset_joint0
+
+if TYPE_CHECKING:
+    from hpe_jax.models.dual_modality import DualModalityNet
 
 #: Examples drawn in qualitative.png (the first ones of the split).
 NUM_QUALITATIVE = 16
@@ -44,13 +47,11 @@ class CheckpointEvalResult(EvalResult):
 
 
 @functools.lru_cache(maxsize=8)
-def _rgb_apply(model_fields: tuple) -> Any:
-    """(variables, images) -> (uv, z) of DualModalityNet.predict_rgb; one function per model
-    config, so that evaluating several checkpoints reuses the evaluator's compiled step."""
+def _rgb_apply(model: DualModalityNet) -> Any:
+    """(variables, images) -> (uv, z) of `model`'s DualModalityNet.predict_rgb; one function per
+    model (Linen modules hash and compare by their fields), so that evaluating several checkpoints
+    reuses the evaluator's compiled step."""
     from hpe_jax.models.dual_modality import DualModalityNet  # noqa: PLC0415
-    from hpe_jax.training import factory  # noqa: PLC0415
-
-    model = factory.build_model(ml_collections.ConfigDict(dict(model_fields)), None)
 
     def apply(variables, images):
         y = model.apply(variables, images, train=False, method=DualModalityNet.predict_rgb)
@@ -96,7 +97,9 @@ def evaluate_checkpoint(
     devices = list(devices) if devices is not None else jax.local_devices()
     per = jax.process_count() * len(devices)
     batch = -(-int(config.eval_batch_size) // per) * per
-    apply_fn = _rgb_apply(tuple(sorted(config.model.to_dict().items())))
+    from hpe_jax.training import factory  # noqa: PLC0415
+
+    apply_fn = _rgb_apply(factory.build_model(config.model, None))
     # STB's palm configuration labels joint 0 as the palm centre: convert the predictions.
     joint0 = dataset_joint0(name)
     result = Evaluator(apply_fn, ds, global_batch_size=batch,

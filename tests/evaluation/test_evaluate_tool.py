@@ -222,3 +222,18 @@ def test_command_line_missing_checkpoint_prints_one_clear_message(tmp_path):
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("tools.evaluate: ") and "does not exist" in last
+
+
+def test_rgb_apply_is_cached_per_model_value():
+    """Equal model configs (also ones differing only in fields the network does not take) share
+    one apply function, hence the evaluator's compiled step; another network gets its own."""
+    from hpe_jax.evaluation.run import _rgb_apply
+
+    config = tiny_config()
+    same = copy.deepcopy(config)
+    same.model.init_from = "elsewhere"
+    other = copy.deepcopy(config)
+    other.model.proj_dim = config.model.proj_dim * 2
+    fn = _rgb_apply(factory.build_model(config.model, None))
+    assert _rgb_apply(factory.build_model(same.model, None)) is fn
+    assert _rgb_apply(factory.build_model(other.model, None)) is not fn
