@@ -13,7 +13,13 @@ Attention placement: the five sites of `resnet.py` (ends of conv1, conv2_x .. co
 the weights w_k = Eq. 1 of the depth features arriving at k (which were already self-attended at
 sites < k); w_k multiplies those depth features (self-attention) and, in the fused pass, the RGB
 features at site k. So one depth pass serves both y_D and y_F: with both inputs Eq. 1 is
-evaluated exactly five times and applied five times to each stream (`attention.attention_sites`).
+evaluated exactly five times and applied five times to each stream.
+
+Intermediates: applied with mutable=['intermediates'], every site sows into that collection, in
+site order: 'attention_weights' (N, h, w, 1), the Eq. 1 weights; 'self_attended' (N, h, w, c),
+the self-attended depth features; 'fused' (N, h, w, c), the RGB features times the weights (fused
+pass only). `model.apply(..., mutable=['intermediates'])[1]['intermediates']` maps each name to a
+tuple of five arrays (or none). Without that collection mutable, sowing does nothing.
 
 Inputs: rgb (N, S, S, 3), normalised as the pipeline chooses (ImageNet mean/std,
 `convert.IMAGENET_MEAN/STD`, when the encoders come from torchvision); depth (N, S, S, 1), any
@@ -146,15 +152,21 @@ class DualModalityNet(nn.Module):
             def self_attention_hook(site: int, f: Array) -> Array:
                 w = attention.depth_attention_weights(f, self.attention_eps)
                 weights.append(w)
-                return attention.self_attend(w, f)
+                self.sow("intermediates", "attention_weights", w)
+                attended = attention.self_attend(w, f)
+                self.sow("intermediates", "self_attended", attended)
+                return attended
+
+            def fusion_hook(site: int, f: Array) -> Array:
+                fused = attention.fuse(weights[site], f)
+                self.sow("intermediates", "fused", fused)
+                return fused
 
             s_d = self.depth_encoder(depth, train=train, site_hook=self_attention_hook)[-1]
             if "depth" in ways:
                 outs["depth"] = self._head(s_d, self.depth_projection, train)
             if "fused" in ways:
-                s_f = self.rgb_encoder(
-                    rgb, train=train, site_hook=lambda site, f: attention.fuse(weights[site], f)
-                )[-1]
+                s_f = self.rgb_encoder(rgb, train=train, site_hook=fusion_hook)[-1]
                 head = (self.fused_projection_head if self.fused_projection == "own"
                         else self.rgb_projection)
                 outs["fused"] = self._head(s_f, head, train)

@@ -3,7 +3,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpe_jax.models.attention import attention_sites, count_attention_sites
 from hpe_jax.models.dual_modality import DualModalityNet
 
 J = 21
@@ -77,15 +76,24 @@ def test_attention_sits_at_exactly_the_five_documented_places(small):
     # Ends of conv1 (stride 2), conv2_x (4), conv3_x (8), conv4_x (16), conv5_x (32), width 0.25.
     sites = [(32, 32, 16), (16, 16, 16), (8, 8, 32), (4, 4, 64), (2, 2, 128)]
 
-    def run(v, r, d):
-        return model.apply(v, rgb=r, depth=d, train=False)
+    names = ("attention_weights", "self_attended", "fused")
 
-    both = attention_sites(run, variables, rgb, depth)
-    assert both == {"weights": sites, "self": sites, "fused": sites}
-    assert count_attention_sites(run, variables, None, depth) == {
-        "weights": 5, "self": 5, "fused": 0}
-    assert count_attention_sites(run, variables, rgb, None) == {
-        "weights": 0, "self": 0, "fused": 0}
+    def sown(r, d):
+        """{name: [(h, w, c) per sown entry, in order]} of the 'intermediates' collection."""
+        _, state = jax.eval_shape(
+            lambda v, r, d: model.apply(v, rgb=r, depth=d, train=False,
+                                        mutable=["intermediates"]), variables, r, d)
+        found = state.get("intermediates", {})
+        assert set(found) <= set(names)
+        return {k: [tuple(x.shape[1:]) for x in found.get(k, ())] for k in names}
+
+    both = sown(rgb, depth)
+    assert both == {"attention_weights": [s[:2] + (1,) for s in sites],
+                    "self_attended": sites, "fused": sites}
+    assert {k: len(v) for k, v in sown(None, depth).items()} == {
+        "attention_weights": 5, "self_attended": 5, "fused": 0}
+    assert {k: len(v) for k, v in sown(rgb, None).items()} == {
+        "attention_weights": 0, "self_attended": 0, "fused": 0}
 
 
 def test_resnet101_at_256px_shapes_and_bfloat16_outputs(abstract_init):
