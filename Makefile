@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# -qq: errors only. pip's warnings are the machine's own configuration (an unreachable extra
+# index prints one line per package, about a hundred on a fresh set-up), not the project's.
+PIP := $(PY) -m pip install -qq
 # jax's backend: cpu (requirements.txt as is), cuda (= cuda12), cuda13 or tpu; the pinned jax
 # version either way. Default: cuda where nvidia-smi exists, cpu elsewhere.
 ACCEL ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
@@ -20,15 +23,15 @@ setup: $(STAMP) $(if $(filter-out cpu,$(ACCEL)),$(VENV)/.installed-$(ACCEL))
 # Re-installs only when requirements.txt or pyproject.toml change (the stamp is newer otherwise).
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PIP) --upgrade pip
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -e .
 	touch $(STAMP)
 
 # The accelerator's jax on top of the CPU set (same version; the CPU backend stays available).
 $(VENV)/.installed-%: $(STAMP)
 	@test -n "$(JAX_EXTRA_$*)" || { echo "ACCEL=$* is not one of cpu, cuda, cuda12, cuda13, tpu"; exit 2; }
-	$(PY) -m pip install --quiet "jax[$(JAX_EXTRA_$*)]==$(JAX_VERSION)" $(JAX_LINKS_$*)
+	$(PIP) "jax[$(JAX_EXTRA_$*)]==$(JAX_VERSION)" $(JAX_LINKS_$*)
 	touch $@
 
 # The demo fine-tunes the pre-trained network the repository ships (assets/demo_pretrained,
@@ -42,9 +45,14 @@ reproduce: setup
 	$(PY) -m tools.demo --config=configs/reproduce.py --workdir=runs/reproduce \
 		--export_pretrained=assets/demo_pretrained
 
+# Two worker processes share the tests. XLA:CPU (jaxlib 0.10.2) has crashed with SIGSEGV inside
+# compilation, rarely and each time at a different test, in long-lived test processes (fresh-clone
+# runs of 2026-11-27; none reproduced alone): a test whose worker crashes is rerun once in a new
+# worker. Only crashes: --only-rerun names no real exception, so an ordinary failure (an assertion,
+# an error) is never rerun; the plugin reschedules a crashed worker's test apart from that filter.
 test: setup
 	$(PY) -m ruff check hpe_jax configs tools tests
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --reruns 1 --only-rerun=OnlyWorkerCrashesAreRerun
 
 lint: setup
 	$(PY) -m ruff check hpe_jax configs tools tests

@@ -117,20 +117,20 @@ def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
     augment = pipeline.AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                                         for k, v in data.augment.items()})
     common = dict(data_dir=data.data_dir or None, input_size=data.input_size,
-                  output_size=data.output_size, depth_cube_mm=data.depth_cube_mm,
-                  start_step=start_step, augment=augment)
+                  output_size=data.output_size, start_step=start_step, augment=augment)
+    labelled = dict(common, with_depth=True, depth_cube_mm=data.depth_cube_mm)
     # The labelled source always carries depth and mask (the method's premise): they are the
     # mask / depth-map targets of M even when the depth branch is switched off (Table 4, row 1).
     if phase == "pretrain":
         return pipeline.labelled_dataset(
             data.source, data.source_split, global_batch_size=config.pretrain.batch_size,
-            train=True, seed=config.seed, with_depth=True, **common)
+            train=True, seed=config.seed, **labelled)
     source = pipeline.labelled_dataset(
         data.source, data.source_split, global_batch_size=config.finetune.batch_size,
-        train=True, seed=config.seed + 1, with_depth=True, **common)
+        train=True, seed=config.seed + 1, **labelled)
     target = pipeline.unlabelled_dataset(
         data.target, data.target_split, global_batch_size=config.finetune.unlabelled_batch_size,
-        train=True, seed=config.seed + 2, **{k: common[k] for k in common if k != "depth_cube_mm"})
+        train=True, seed=config.seed + 2, **common)
     return ({"source": s, "target": t} for s, t in zip(source, target, strict=True))
 
 
