@@ -81,9 +81,6 @@ class LossConfig:
         casts = {"float": float, "bool": bool, "str": str}
         return cls(**{n: casts[fields[n].type](v) for n, v in values.items()})
 
-    def replace(self, **changes: Any) -> LossConfig:
-        return dataclasses.replace(self, **changes)
-
     @property
     def needs_depth(self) -> bool:
         """Whether the labelled passes need the depth input (the depth or fused way)."""

@@ -10,6 +10,7 @@ Gradients are averaged over the device axis; BatchNorm statistics are averaged b
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -95,7 +96,7 @@ def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template:
     replaces `loss.epsilon`."""
     loss = LossConfig.from_config(config.loss)
     if epsilon is not None:
-        loss = loss.replace(epsilon=float(epsilon))
+        loss = dataclasses.replace(loss, epsilon=float(epsilon))
     ft = config.finetune
     return _pmapped(finetune_step, model, loss, template=_hashable(template),
                     teacher=ft.teacher, ema_decay=float(ft.ema_decay),
