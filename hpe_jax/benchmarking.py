@@ -272,7 +272,7 @@ def benchmark_train_step(config: ml_collections.ConfigDict, phase: str, *, steps
         step = train_steps.bind_finetune(model, config, normalized_template())
     host_batch, items = _phase_batch(config, phase)
     batch = to_devices(host_batch, n_dev)
-    rstate = jax_utils.replicate(state)
+    rstate = train_steps.replicate(state)
     rngs = jax.random.split(jax.random.PRNGKey(0), n_dev)
     t0 = time.perf_counter()
     compiled = step.lower(rstate, batch, rngs).compile()

@@ -272,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     template = rho_template(config, workdir) if plan.finetune_steps else normalized_template()
 
     p_finetune = steps.bind_finetune(model, config, template)
-    rstate = jax_utils.replicate(state)
+    rstate = steps.replicate(state)
     base_rng = jax.random.PRNGKey(config.seed + 17)
     n_local = jax.local_device_count()
     phase, batches = None, None

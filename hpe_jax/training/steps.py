@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import jax_utils
 
 from hpe_jax.hand.camera import apply_affine
 from hpe_jax.objectives.losses import (
@@ -126,6 +127,20 @@ def _pmapped(step: Callable, model: nn.Module, loss: LossConfig, donate: bool = 
         options["axis_name"] = "batch"
     return jax.pmap(functools.partial(step, model=model, loss=loss, **options),
                     axis_name="batch", donate_argnums=(0,) if donate else ())
+
+
+def replicate(tree: Any, devices: list | None = None) -> Any:
+    """`tree` copied onto each local device (a leading device axis on every leaf), placed as the
+    bound steps return their state.
+
+    Why not `flax.jax_utils.replicate` alone: its arrays carry a sharding over another mesh than
+    a pmapped step's outputs, and pmap's cache compares input shardings, so the step's second
+    call (fed the first call's output) traced and compiled the whole program a second time
+    (seen in `make demo` with JAX_LOG_COMPILES=1: two identical 8-15 s compilations of the
+    fine-tuning step). An identity pmap over the same axis puts the copy where the steps do.
+    """
+    copied = jax_utils.replicate(tree, devices)
+    return jax.pmap(lambda x: x, axis_name="batch", devices=devices)(copied)
 
 
 def _upsample_depth(depth_map: jnp.ndarray, size: int) -> jnp.ndarray:

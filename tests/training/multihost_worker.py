@@ -15,7 +15,6 @@ if num_processes > 1:
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
                                num_processes=num_processes, process_id=process_id)
 
-from flax import jax_utils  # noqa: E402
 from helpers import labelled_batch, shard, tiny_config  # noqa: E402
 
 from hpe_jax.training import factory, optim, steps  # noqa: E402
@@ -24,7 +23,7 @@ GLOBAL_BATCH = 8
 config = tiny_config()
 model = factory.build_model(config.model, "batch")
 tx = optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1))
-state = jax_utils.replicate(factory.initial_state(config, model, tx))
+state = steps.replicate(factory.initial_state(config, model, tx))
 step = steps.bind_pretrain(model, config)
 per_process = GLOBAL_BATCH // jax.process_count()
 losses = []

@@ -6,7 +6,6 @@ import functools
 import jax
 import numpy as np
 import pytest
-from flax import jax_utils
 from helpers import labelled_batch, shard, tiny_config, unlabelled_batch
 
 from hpe_jax.objectives.contrastive import nt_xent
@@ -25,7 +24,7 @@ def _finetune_metrics(pseudo_on):
     config.finetune.teacher = "online"
     step = steps.bind_finetune(model, config, normalized_template())
     batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
-    _, metrics = step(jax_utils.replicate(state), batch, jax.random.split(jax.random.PRNGKey(0), 1))
+    _, metrics = step(steps.replicate(state), batch, jax.random.split(jax.random.PRNGKey(0), 1))
     return {k: float(v[0]) for k, v in metrics.items()}
 
 
@@ -174,7 +173,7 @@ def test_use_visibility_weights_the_pose_term_by_visibility():
         state = factory.initial_state(config, model, tx)
         step = steps.bind_pretrain(model, config)
         batch = {**labelled_batch(2), "visibility": visibility}
-        _, metrics = step(jax_utils.replicate(state), shard(batch, 1),
+        _, metrics = step(steps.replicate(state), shard(batch, 1),
                           jax.random.split(jax.random.PRNGKey(0), 1))
         return float(metrics["L_s"][0])
 

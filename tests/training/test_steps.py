@@ -17,6 +17,8 @@ from hpe_jax.training import factory as loop
 from hpe_jax.training import optim, steps
 from hpe_jax.training.state import TrainState
 
+TRACE = "/jax/core/compile/jaxpr_trace_duration"
+
 
 def _state(config, lr=1e-3):
     model = loop.build_model(config.model, "batch")
@@ -30,13 +32,20 @@ def test_overfitting_one_batch_lowers_l_s_by_90_percent():
     model, state = _state(config, lr=3e-3)
     step = steps.bind_pretrain(model, config)
     batch = shard(labelled_batch(4), 1)
-    rstate = jax_utils.replicate(state)
+    rstate = steps.replicate(state)
     rng = jax.random.split(jax.random.PRNGKey(0), 1)
-    losses = []
-    for _ in range(150):
-        rstate, metrics = step(rstate, batch, rng)
+    losses, traces = [], []
+    for i in range(150):
+        listener = lambda event, _s, i=i, **_: traces.append(i) if event == TRACE else None  # noqa: E731
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            rstate, metrics = step(rstate, batch, rng)
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
         losses.append(float(metrics["L_s"][0]))
     assert losses[-1] <= 0.1 * losses[0], (losses[0], losses[-1])
+    # Traced (and compiled) once: the step's own output state, fed back, hits pmap's cache.
+    assert traces and set(traces) == {0}, traces
 
 
 def test_finetune_step_runs_and_reports():
@@ -47,7 +56,7 @@ def test_finetune_step_runs_and_reports():
     step = steps.bind_finetune(model, config, normalized_template())
     batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
     rng = jax.random.split(jax.random.PRNGKey(0), 1)
-    new, metrics = step(jax_utils.replicate(state), batch, rng)
+    new, metrics = step(steps.replicate(state), batch, rng)
     for key in ("L_s", "L_l", "L_d", "loss", "pseudo/kept", "pseudo/confidence",
                 "pseudo/student_teacher_px", "norm/grad", "norm/update"):
         assert np.isfinite(metrics[key][0]), key
@@ -78,7 +87,7 @@ _MULTI = textwrap.dedent("""
                                           loss=LossConfig.from_config(config.loss)),
                         axis_name="batch", devices=jax.local_devices()[:n])
         rng = jax.random.split(jax.random.PRNGKey(0), n)
-        rstate = jax_utils.replicate(state, jax.local_devices()[:n])
+        rstate = steps.replicate(state, jax.local_devices()[:n])
         new, metrics = step(rstate, shard(batch, n), rng)
         out[n] = jax.tree_util.tree_map(lambda x: np.asarray(x[0]), (new.params, new.batch_stats))
         out[n, "loss"] = float(metrics["loss"][0])
@@ -147,7 +156,7 @@ def test_finetune_bn_stats_modes(bn_stats):
     step = steps.bind_finetune(model, config, normalized_template())
     batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
     rng = jax.random.split(jax.random.PRNGKey(0), 1)
-    new, metrics = step(jax_utils.replicate(state), batch, rng)
+    new, metrics = step(steps.replicate(state), batch, rng)
     assert np.isfinite(metrics["loss"][0])
     new = jax_utils.unreplicate(new)
     image = jnp.asarray(batch["target"]["image_strong"][0])
@@ -180,7 +189,7 @@ def test_heatmap_pseudo_weight_adds_the_kl_of_kept_pseudo_labels_to_l_l():
         config.finetune.update(teacher="ema", ema_decay=0.5)
         step = steps.bind_finetune(model, config, normalized_template())
         out[weight] = jax.tree_util.tree_map(lambda x: float(x[0]), step(
-            jax_utils.replicate(state), batch, rng)[1])
+            steps.replicate(state), batch, rng)[1])
     assert "L_l/heatmap" not in out[0.0]
     heat = out[5.0]["L_l/heatmap"]
     assert heat > 0
