@@ -159,10 +159,12 @@ class _Progress:
     The rate (and so the ETA) is measured from the end of each phase's first step: compilation
     is excluded, and the ETA restarts at the phase switch, whose steps cost differently (two
     batches and a teacher pass in fine-tuning). From the second interval of a phase on, the rate
-    is the last interval's: the first interval after compilation runs slower (measured in `make
-    demo`: 0.85 steps/s against 1.7-1.8 afterwards), and a cumulative rate kept the ETA 50-100%
-    too long for most of the phase. The ETA is the current phase's remaining time plus, in
-    pre-training, nothing for fine-tuning (not yet measured; the line says so).
+    is the last interval's, so that a change of speed (another job on the machine) shows within
+    one interval. (The first interval once ran at half speed because the step compiled a second
+    time on its second call; `steps.replicate` removed that, and in `make demo` the first
+    fine-tuning line's ETA now reads 2m42s for 162 s left.) The ETA is the current phase's
+    remaining time plus, in pre-training, nothing for fine-tuning (not yet measured; the line
+    says so).
     """
 
     ZERO_KEPT_INTERVALS = 3
