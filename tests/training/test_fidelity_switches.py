@@ -1,40 +1,72 @@
-"""The method's documented switches (config.loss.pseudo_on, config.loss.contrast_reduction): both
-settings run and differ the way they should."""
+"""The method's documented switches (config.loss.pseudo_on, contrast_reduction, use_visibility,
+heatmap_pseudo_weight, finetune.reset_optimizer, ...): both settings run and differ the way they
+should. The loss switches are checked on the loss functions the steps call (with the step's
+LossConfig), not by compiling a training step per setting: that is what the train steps' own
+tests do once (tests/training/test_steps.py)."""
 
 import functools
 
 import jax
 import numpy as np
 import pytest
-from helpers import labelled_batch, shard, tiny_config, unlabelled_batch
+from helpers import tiny_config
 
+from hpe_jax.objectives import losses
 from hpe_jax.objectives.contrastive import nt_xent
+from hpe_jax.objectives.losses import LossConfig
 from hpe_jax.objectives.pseudo_labels import normalized_template
-from hpe_jax.training import factory, optim, steps
+from hpe_jax.training import factory
 
 
-def _finetune_metrics(pseudo_on):
+def _prediction(rng, n=2, size=8):
+    """A stand-in for one way of the network's output: uv in output pixels, z, heatmaps (N, s, s,
+    21) that sum to one, mask and depth map (N, s, s, 1)."""
+    heat = rng.uniform(0.1, 1.0, (n, size, size, 21)).astype(np.float32)
+    return {"uv": rng.uniform(0, size - 1, (n, 21, 2)).astype(np.float32),
+            "z": rng.normal(size=(n, 21)).astype(np.float32),
+            "heatmaps": heat / heat.sum(axis=(1, 2), keepdims=True),
+            "mask": rng.uniform(size=(n, size, size, 1)).astype(np.float32),
+            "depth_map": rng.uniform(size=(n, size, size, 1)).astype(np.float32)}
+
+
+def _loss_config(**fields):
     config = tiny_config()
-    config.loss.pseudo_on = pseudo_on
-    config.loss.epsilon = 1e9  # keep every label: L_l is then non-zero
-    config.loss.use_distill = False
-    model = factory.build_model(config.model, "batch")
-    tx = optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1))
-    state = factory.initial_state(config, model, tx)
-    config.finetune.teacher = "online"
-    step = steps.bind_finetune(model, config, normalized_template())
-    batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
-    _, metrics = step(steps.replicate(state), batch, jax.random.split(jax.random.PRNGKey(0), 1))
-    return {k: float(v[0]) for k, v in metrics.items()}
+    config.loss.update(fields)
+    return LossConfig.from_config(config.loss)
 
 
 def test_pseudo_on_both_and_rgb_run_and_rgb_drops_the_fused_term():
-    both, rgb = _finetune_metrics("both"), _finetune_metrics("rgb")
-    assert np.isfinite(both["L_l"]) and np.isfinite(rgb["L_l"])
-    # Same weights, same batch: "both" adds l(p_F, r) > 0 to the same l(p_R, r).
-    assert 0.0 < rgb["L_l"] < both["L_l"]
+    """L_l over p_R and p_F ('both', Eq. 10) or p_R alone ('rgb'): the fine-tuning step calls
+    this same function with the step's LossConfig."""
+    rng = np.random.default_rng(0)
+    y_r, y_f, teacher = _prediction(rng), _prediction(rng), _prediction(rng)
+    pseudo = {"uv": teacher["uv"], "z": teacher["z"], "weights": np.ones(2, np.float32)}
+    both = float(losses.pseudo_label_loss(y_r, y_f, pseudo, _loss_config(pseudo_on="both"))[0])
+    rgb = float(losses.pseudo_label_loss(y_r, y_f, pseudo, _loss_config(pseudo_on="rgb"))[0])
+    fused_term = float(losses.m_loss(y_f, pseudo, _loss_config())["pose"])
+    assert 0.0 < rgb < both
+    np.testing.assert_allclose(both, rgb + fused_term, rtol=1e-5)
     with pytest.raises(ValueError, match="'both' or 'rgb'"):
-        _finetune_metrics("fused")
+        _loss_config(pseudo_on="fused")
+
+
+def test_heatmap_pseudo_weight_adds_the_kl_of_kept_pseudo_labels_to_l_l():
+    rng = np.random.default_rng(1)
+    y_r, y_f, teacher = _prediction(rng), _prediction(rng), _prediction(rng)
+    pseudo = {"uv": teacher["uv"], "z": teacher["z"],
+              "weights": np.array([1.0, 0.0], np.float32)}  # the second label is not kept
+    out = {w: losses.pseudo_label_loss(y_r, y_f, pseudo,
+                                       _loss_config(heatmap_pseudo_weight=w))[1]
+           for w in (0.0, 5.0)}
+    assert "L_l/heatmap" not in out[0.0]
+    heat = float(out[5.0]["L_l/heatmap"])
+    assert heat > 0
+    np.testing.assert_allclose(float(out[5.0]["L_l"]), float(out[0.0]["L_l"]) + 5.0 * heat,
+                               rtol=1e-5)
+    # A label that is not kept does not count: changing the second prediction's maps leaves it.
+    moved = {**y_r, "heatmaps": np.concatenate([y_r["heatmaps"][:1], y_r["heatmaps"][:1]])}
+    again = losses.pseudo_label_loss(moved, y_f, pseudo, _loss_config(heatmap_pseudo_weight=5.0))
+    np.testing.assert_allclose(float(again[1]["L_l/heatmap"]), heat, rtol=1e-6)
 
 
 def test_contrast_reduction_sum_is_the_mean_times_the_batch():
@@ -163,19 +195,17 @@ def test_use_visibility_weights_the_pose_term_by_visibility():
                                      {"uv": uv, "z": z, "joint_weights": vis})["pose"])
     assert plain > 100.0 and weighted == 0.0
 
-    # Both settings run through the pre-training step; they differ exactly when a joint is
-    # marked invisible.
+    # L_s over the three ways (what the pre-training step minimises): the two settings differ
+    # exactly when a joint is marked invisible.
+    outputs = {way: _prediction(rng) for way in ("rgb", "depth", "fused")}
+    labels = _prediction(rng)
+    batch = {"uv": labels["uv"], "z": labels["z"], "mask": labels["mask"],
+             "depth_target": labels["depth_map"]}
+
     def l_s(use_visibility, visibility):
-        config = tiny_config()
-        config.loss.use_visibility = use_visibility
-        model = factory.build_model(config.model, "batch")
-        tx = optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1))
-        state = factory.initial_state(config, model, tx)
-        step = steps.bind_pretrain(model, config)
-        batch = {**labelled_batch(2), "visibility": visibility}
-        _, metrics = step(steps.replicate(state), shard(batch, 1),
-                          jax.random.split(jax.random.PRNGKey(0), 1))
-        return float(metrics["L_s"][0])
+        config = _loss_config(use_visibility=use_visibility)
+        return float(losses.supervised_loss(outputs, {**batch, "visibility": visibility},
+                                            config)[0])
 
     ones = np.ones((2, 21), np.float32)
     half = ones.copy()

@@ -174,23 +174,3 @@ def test_finetune_bn_stats_refuses_unknown_mode():
     with pytest.raises(ValueError, match="bn_stats"):
         steps.two_pass(model, state.variables, jnp.zeros((1, 64, 64, 3)), train=True,
                        bn_stats="domain")
-
-
-def test_heatmap_pseudo_weight_adds_the_kl_of_kept_pseudo_labels_to_l_l():
-    config = tiny_config()
-    model, state = _state(config)
-    state = state.with_teacher()
-    batch = {"source": shard(labelled_batch(2), 1), "target": shard(unlabelled_batch(2), 1)}
-    rng = jax.random.split(jax.random.PRNGKey(0), 1)
-    out = {}
-    for weight in (0.0, 5.0):
-        config.loss.heatmap_pseudo_weight = weight
-        config.loss.epsilon = 1e9  # keep every pseudo-label
-        config.finetune.update(teacher="ema", ema_decay=0.5)
-        step = steps.bind_finetune(model, config, normalized_template())
-        out[weight] = jax.tree_util.tree_map(lambda x: float(x[0]), step(
-            steps.replicate(state), batch, rng)[1])
-    assert "L_l/heatmap" not in out[0.0]
-    heat = out[5.0]["L_l/heatmap"]
-    assert heat > 0
-    np.testing.assert_allclose(out[5.0]["L_l"], out[0.0]["L_l"] + 5.0 * heat, rtol=1e-4)
