@@ -246,14 +246,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     tx, schedule = make_optimizer(config, plan)
     manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
     state = initial_state(config, model, tx)
-    latest = manager.latest_step()
-    if latest is not None:
-        # Checkpoints after the switch carry the EMA teacher; the one at the switch does not
-        # (and an online run never has one: its pseudo-labels come from the student).
-        has_teacher = ema_teacher and latest > plan.pretrain_steps
-        template = state.with_teacher() if has_teacher else state
-        state = checkpoint.restore(manager, template, latest)
-        logging.info("Resumed from step %d in %s", latest, workdir)
+    resumed = checkpoint.restore_latest(manager, state, pretrain_steps=plan.pretrain_steps,
+                                        ema_teacher=ema_teacher)
+    if resumed is not None:
+        state = resumed
+        logging.info("Resumed from step %d in %s", int(state.step), workdir)
     start = int(state.step)
     is_main = jax.process_index() == 0
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)

@@ -101,13 +101,11 @@ def test_online_teacher_makes_no_copy_and_the_checkpoint_reads_as_the_student(
         tiny_data_dir, tmp_path):
     """The paper's online teacher: no teacher copy at the switch, so what evaluation and export
     load by default is the fine-tuned student (not the pre-trained weights)."""
-    from hpe_jax import export
-
     config = tiny_config(tiny_data_dir)
     config.finetune.teacher = "online"
     final = loop.train_and_evaluate(config, str(tmp_path))
     assert int(final.step) == 8 and final.teacher_params is None
-    ck = export.load_training_checkpoint(config, str(tmp_path))
+    ck = checkpoint.load_training_checkpoint(config, str(tmp_path))
     assert (ck.step, ck.weights) == (8, "student")
     for a, b in zip(jax.tree_util.tree_leaves(ck.variables["params"]),
                     jax.tree_util.tree_leaves(final.params), strict=True):
