@@ -264,7 +264,7 @@ def benchmark_train_step(config: ml_collections.ConfigDict, phase: str, *, steps
     tx = make_optimizer(optax.constant_schedule(config.pretrain.lr), config.optim.b1,
                         config.optim.b2, config.optim.clip_norm)
     S = config.data.input_size
-    state = TrainState.create(host_init(model, S), tx, jax.random.PRNGKey(config.seed))
+    state = TrainState.create(host_init(model, S), tx)
     if phase == "pretrain":
         step = train_steps.bind_pretrain(model, config)
     else:

@@ -67,6 +67,12 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
                                  options=options)
 
 
+#: Entries that checkpoints of earlier versions hold and the train state no longer has (the PRNG
+#: key 'rng', never read): `restore` reads them with the rest (orbax restores the checkpoint's
+#: whole tree) and drops them, so runs written by those versions still resume.
+RETIRED_ENTRIES: tuple[str, ...] = ("rng",)
+
+
 def _to_saveable(state: TrainState) -> dict:
     tree = serialization.to_state_dict(jax.device_get(state))
     # Orbax does not store None leaves; a missing teacher is simply absent.
@@ -94,7 +100,9 @@ def restore(manager: ocp.CheckpointManager, template: TrainState, step: int | No
         raise FileNotFoundError(f"no checkpoint under {manager.directory}")
     target = _to_saveable(template)
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    abstract.update(_retired_entries(str(manager.directory), step))
     restored = _restore_or_explain(manager, step, ocp.args.StandardRestore(abstract))
+    restored = {k: v for k, v in restored.items() if k not in RETIRED_ENTRIES}
     full = serialization.to_state_dict(template)
     full.update(restored)
     return serialization.from_state_dict(template, full)
@@ -250,12 +258,39 @@ def _resolve(workdir: str, checkpoint: str | int | None) -> tuple[str, int | Non
     return path, step
 
 
-def _has_teacher(ckpt_dir: str, step: int) -> bool | None:
-    """Whether a training checkpoint holds EMA teacher weights (reads only its tree metadata);
-    None if the metadata cannot be read."""
+def _tree_metadata(ckpt_dir: str, step: int) -> Any:
+    """The top-level mapping of a checkpoint step's tree metadata (names -> array metadata), read
+    without reading the arrays; None if it cannot be read."""
     try:
         manager = ocp.CheckpointManager(ckpt_dir, item_handlers=ocp.StandardCheckpointHandler())
         meta = manager.item_metadata(step)
-        return "teacher_params" in getattr(meta, "tree", meta)
+        return getattr(meta, "tree", meta)
+    except Exception:  # noqa: BLE001  (metadata layouts vary across orbax versions)
+        return None
+
+
+def _has_teacher(ckpt_dir: str, step: int) -> bool | None:
+    """Whether a training checkpoint holds EMA teacher weights (reads only its tree metadata);
+    None if the metadata cannot be read."""
+    tree = _tree_metadata(ckpt_dir, step)
+    if tree is None:
+        return None
+    try:
+        return "teacher_params" in tree
     except Exception:  # noqa: BLE001  (metadata layouts vary across orbax versions; label only)
         return None
+
+
+def _retired_entries(ckpt_dir: str, step: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """Restore targets for the `RETIRED_ENTRIES` that step `step` holds (from its metadata);
+    empty for checkpoints of this version and when the metadata cannot be read (the restore then
+    says what is wrong)."""
+    tree = _tree_metadata(ckpt_dir, step)
+    if not hasattr(tree, "get"):
+        return {}
+    out = {}
+    for key in RETIRED_ENTRIES:
+        meta = tree.get(key)
+        if meta is not None and hasattr(meta, "shape") and hasattr(meta, "dtype"):
+            out[key] = jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype)
+    return out

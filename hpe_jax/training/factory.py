@@ -41,8 +41,8 @@ def initial_state(
 ) -> TrainState:
     """Initialises every path of the model (or loads converted encoders) and the optimizer."""
     size = config.data.input_size
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, state_rng = jax.random.split(rng)
+    # The first of two keys split from the seed: the weights a seed gives stay the same.
+    init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]
     rgb = jnp.zeros((1, size, size, 3), jnp.float32)
     depth = jnp.zeros((1, size, size, 1), jnp.float32)
     variables = jax.jit(functools.partial(model.init, train=False))({"params": init_rng}, rgb,
@@ -54,7 +54,7 @@ def initial_state(
         variables = load_pretrained_encoders(variables, init_from, config.model.resnet_depth)
     if config.model.get("init_variables"):
         variables = load_variables(config.model.init_variables, variables)
-    return TrainState.create(variables, tx, state_rng)
+    return TrainState.create(variables, tx)
 
 
 VARIABLES_FILE = "variables.npz"

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -53,8 +52,7 @@ def run(data_dir, tmp_path_factory):
     config.data.data_dir = data_dir
     config.eval_batch_size = 12
     model = factory.build_model(config.model, None)
-    state = TrainState.create(random_params(model, 32, 0), optax.adam(1e-3),
-                              jax.random.PRNGKey(0))
+    state = TrainState.create(random_params(model, 32, 0), optax.adam(1e-3))
     teacher = random_params(model, 32, 1)
     state = state.replace(step=jnp.int32(STEP), teacher_params=teacher["params"],
                           teacher_batch_stats=teacher["batch_stats"])

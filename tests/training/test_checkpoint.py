@@ -22,7 +22,7 @@ def _small_state(step: int) -> TrainState:
     """A TrainState of a two-leaf model (no network needed to test the checkpoint's layout)."""
     variables = {"params": {"w": jnp.arange(6.0).reshape(2, 3)},
                  "batch_stats": {"mean": jnp.ones(3)}}
-    state = TrainState.create(variables, optax.adam(1e-3), jax.random.PRNGKey(0))
+    state = TrainState.create(variables, optax.adam(1e-3))
     return state.replace(step=jnp.int32(step))
 
 
@@ -32,8 +32,7 @@ def run(tmp_path_factory):
     teacher differs from the student."""
     config = tiny_config()
     model = factory.build_model(config.model, None)
-    state = TrainState.create(random_params(model, 32, 0), optax.adam(1e-3),
-                              jax.random.PRNGKey(0))
+    state = TrainState.create(random_params(model, 32, 0), optax.adam(1e-3))
     teacher = random_params(model, 32, 1)
     state = state.replace(step=jnp.int32(STEP), teacher_params=teacher["params"],
                           teacher_batch_stats=teacher["batch_stats"])
@@ -71,6 +70,25 @@ def test_restore_latest_expects_the_teacher_exactly_after_the_switch(tmp_path):
     checkpoint.save(online, _small_state(6), wait=True)
     resumed = checkpoint.restore_latest(online, template, pretrain_steps=4, ema_teacher=False)
     assert int(resumed.step) == 6 and resumed.teacher_params is None
+
+
+def test_checkpoint_of_a_state_with_a_prng_key_still_restores(tmp_path):
+    """Checkpoints written while TrainState carried a PRNG key ('rng', never read) hold that
+    entry; restoring by the current template reads it and drops it, so those runs resume (and
+    their variables load) unchanged."""
+    manager = checkpoint.make_manager(str(tmp_path), keep=5)
+    before = _small_state(4)
+    old = dict(checkpoint._to_saveable(before), rng=np.asarray([0, 42], np.uint32))
+    manager.save(4, args=ocp.args.StandardSave(old))
+    manager.wait_until_finished()
+    resumed = checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path), keep=5),
+                                        _small_state(0), pretrain_steps=4, ema_teacher=True)
+    assert int(resumed.step) == 4 and resumed.teacher_params is None
+    _assert_same((resumed.params, resumed.batch_stats, resumed.opt_state),
+                 (before.params, before.batch_stats, before.opt_state))
+    variables, step = checkpoint.load_variables(str(tmp_path))
+    assert step == 4
+    _assert_same(variables, before.variables)
 
 
 def test_teacher_student_and_online_selection(run):
