@@ -1,6 +1,6 @@
 """Start-up checks and derived fields of a training config (configs/default.py).
 
-`resolve(config)` is called first thing by training (`training.loop.train_and_evaluate`),
+`resolve(config)` is called first thing by training (`training.loop.train`),
 evaluation (`evaluation.run.evaluate_checkpoint`) and export (through `check_config`):
 
 * `data.output_size` and `loss.uv_scale` follow from `data.input_size` and the model; left unset

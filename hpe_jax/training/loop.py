@@ -236,8 +236,12 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Runs (or resumes) the whole training of `config` in `workdir`; returns the final state."""
+def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Runs (or resumes) the whole training of `config` in `workdir`; returns the final state.
+
+    Writes checkpoints, metrics and the run's files into `workdir`; evaluating a checkpoint is
+    separate (`evaluation.run.evaluate_checkpoint`, tools/evaluate.py).
+    """
     ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before anything compiles
     config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
     config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
