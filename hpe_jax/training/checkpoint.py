@@ -262,7 +262,9 @@ def _tree_metadata(ckpt_dir: str, step: int) -> Any:
     """The top-level mapping of a checkpoint step's tree metadata (names -> array metadata), read
     without reading the arrays; None if it cannot be read."""
     try:
-        manager = ocp.CheckpointManager(ckpt_dir, item_handlers=ocp.StandardCheckpointHandler())
+        manager = ocp.CheckpointManager(
+            ckpt_dir, item_handlers=ocp.StandardCheckpointHandler(),
+            options=ocp.CheckpointManagerOptions(create=False, read_only=True))
         meta = manager.item_metadata(step)
         return getattr(meta, "tree", meta)
     except Exception:  # noqa: BLE001  (metadata layouts vary across orbax versions)
