@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import traverse_util
 
 from hpe_jax import config_checks
+from hpe_jax.models.convert import load_pretrained_encoders
 from hpe_jax.models.dual_modality import DualModalityNet
 from hpe_jax.training.state import TrainState
 
@@ -49,8 +51,6 @@ def initial_state(
                                                                     depth)
     config_checks.check_init(config)
     if init_from := config_checks.init_path(config):  # "" and "scratch": random init
-        from hpe_jax.models.convert import load_pretrained_encoders  # noqa: PLC0415
-
         variables = load_pretrained_encoders(variables, init_from, config.model.resnet_depth)
     if config.model.get("init_variables"):
         variables = load_variables(config.model.init_variables, variables)
@@ -68,8 +68,6 @@ def save_variables(directory: str, variables: dict, meta: dict) -> str:
     A small, framework-free file the repository can ship (the demo's pre-trained start); the
     optimizer state is not in it. Written to a temporary name and renamed: never half-written.
     """
-    from flax import traverse_util  # noqa: PLC0415
-
     os.makedirs(directory, exist_ok=True)
     flat = traverse_util.flatten_dict(jax.device_get(variables), sep="/")
     tmp = os.path.join(directory, VARIABLES_FILE + ".tmp.npz")
@@ -84,8 +82,6 @@ def load_variables(directory: str, like: dict) -> dict:
     """The variables `save_variables` wrote, checked leaf by leaf against `like` (the freshly
     initialised network of the config): a missing, extra or reshaped leaf is a ValueError that
     names it (the config's model fields must match the ones the file was written with)."""
-    from flax import traverse_util  # noqa: PLC0415
-
     path = os.path.join(directory, VARIABLES_FILE)
     if not os.path.exists(path):
         raise ValueError(f"model.init_variables={directory!r}: {path} does not exist; give a "
