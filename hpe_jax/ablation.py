@@ -77,7 +77,7 @@ def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
         if table == "4" and label in ("+L_l", "+L_d"):
             _seed_from(os.path.join(workdir, "table4", _slug("+L_c")), row_dir, pretrain_steps)
         logging.info("=== Table %s row %s ===", table, label)
-        loop.train_and_evaluate(row_config, row_dir)
+        loop.train(row_config, row_dir)
         result = evaluate_checkpoint(row_config, row_dir, None, os.path.join(row_dir, "eval"))
         rows.append({"row": label, "overrides": fields, "step": result.step,
                      **{key: result.metrics[key] for key, _ in COLUMNS}})
@@ -104,7 +104,7 @@ def _run_finetune_rows(config: ml_collections.ConfigDict, workdir: str,
         row_config = override(config, fields or {})
         logging.info("=== Table 4 (fine-tuning) row %s ===", label)
         if fields is not None:
-            loop.train_and_evaluate(row_config, row_dir)
+            loop.train(row_config, row_dir)
         result = evaluate_checkpoint(row_config, row_dir, None if fields is not None else switch,
                                      os.path.join(row_dir, "eval"))
         rows.append({"row": label, "overrides": fields, "step": result.step,

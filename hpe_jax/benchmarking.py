@@ -41,8 +41,10 @@ import numpy as np
 import optax
 from flax import jax_utils
 
+from hpe_jax import config_checks
 from hpe_jax import flops as analytic
 from hpe_jax.models.resnet import ResNet
+from hpe_jax.objectives.pseudo_labels import normalized_template
 from hpe_jax.training import steps as train_steps
 from hpe_jax.training.factory import build_model
 from hpe_jax.training.optim import make_optimizer
@@ -257,14 +259,12 @@ def benchmark_train_step(config: ml_collections.ConfigDict, phase: str, *, steps
     """
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-    from hpe_jax.objectives.pseudo_labels import normalized_template  # noqa: PLC0415
-
     n_dev = jax.local_device_count()
     model = build_model(config.model, "batch")
     tx = make_optimizer(optax.constant_schedule(config.pretrain.lr), config.optim.b1,
                         config.optim.b2, config.optim.clip_norm)
     S = config.data.input_size
-    state = TrainState.create(host_init(model, S), tx, jax.random.PRNGKey(config.seed))
+    state = TrainState.create(host_init(model, S), tx)
     if phase == "pretrain":
         step = train_steps.bind_pretrain(model, config)
     else:
@@ -451,8 +451,6 @@ def run_benchmarks(
     unknown = sorted(set(which) - set(ALL_BENCHMARKS))
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(ALL_BENCHMARKS)}")
-    from hpe_jax import config_checks  # noqa: PLC0415
-
     config_checks.resolve(config)  # configs/default.py leaves output_size / uv_scale derived
     device = jax.devices()[0]
     out: dict[str, Any] = {

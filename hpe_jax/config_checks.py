@@ -1,7 +1,7 @@
 """Start-up checks and derived fields of a training config (configs/default.py).
 
-`resolve(config)` is called first thing by training (`training.loop.train_and_evaluate`),
-evaluation (`evaluation.run.evaluate_checkpoint`) and export (`export.check_config`):
+`resolve(config)` is called first thing by training (`training.loop.train`),
+evaluation (`evaluation.run.evaluate_checkpoint`) and export (through `check_config`):
 
 * `data.output_size` and `loss.uv_scale` follow from `data.input_size` and the model; left unset
   (0) they are derived, set explicitly they must agree (a wrong value would otherwise surface as
@@ -102,3 +102,28 @@ def init_path(config: Any) -> str:
     """The weights file `model.init_from` names, "" for none ("" or "scratch")."""
     init = str(config.model.get("init_from", "") or "")
     return "" if init.lower() == SCRATCH else init
+
+
+#: Config fields an export (and any evaluation) reads.
+CONFIG_FIELDS = ("model.resnet_depth", "model.width", "model.deconv_features", "model.dtype",
+                 "data.input_size", "data.output_size")
+
+
+def check_config(config: Any, fields: tuple[str, ...] = CONFIG_FIELDS) -> None:
+    """Raises ValueError naming the problem if `config` failed to load or lacks a field, or if
+    its sizes disagree with its model; fills the derived sizes (`resolve`).
+
+    (ml_collections' config flag hands a placeholder that raises OSError on first use when the
+    file could not be loaded; this turns that into one message.)"""
+    for field in fields:
+        node = config
+        try:
+            for part in field.split("."):
+                node = getattr(node, part)
+        except OSError as e:
+            raise ValueError(f"the config could not be loaded: {e}") from e
+        except (AttributeError, KeyError) as e:
+            raise ValueError(f"the config has no field config.{field}; pass a config built on "
+                             "configs/default.py") from e
+    # data.output_size (and loss.uv_scale) may be left 0 = derived from the model: fill them.
+    resolve(config)

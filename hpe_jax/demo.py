@@ -275,7 +275,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
         stages.run("pre-trained start", lambda: _save_start(config, train_dir), done=have >= 0)
     else:
         # Stop at the switch so the synthetic-only baseline can be evaluated, then resume.
-        stages.run("pre-training", lambda: loop.train_and_evaluate(
+        stages.run("pre-training", lambda: loop.train(
             override(config, {"stop_after_steps": switch}), train_dir) and None,
             done=have >= switch)
     datasets = {"source": config.data.source, "target": config.data.target}
@@ -290,7 +290,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
                        for d in DOMAINS}
         stages.run("export pre-trained", lambda: export_pretrained(
             config, train_dir, switch, export_dir, evaluations))
-    stages.run("fine-tuning", lambda: loop.train_and_evaluate(config, train_dir) and None,
+    stages.run("fine-tuning", lambda: loop.train(config, train_dir) and None,
                done=have >= plan.total_steps)
     for d in DOMAINS:
         stages.run(f"evaluate fine-tuned ({d})", lambda d=d: _evaluate(

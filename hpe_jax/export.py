@@ -23,7 +23,6 @@ is the crop (no margin; a non-square image is centred and padded black), so pass
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -34,12 +33,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 
 from hpe_jax import config_checks
 from hpe_jax.hand import camera, kinematics, skeleton
 from hpe_jax.models.convert import IMAGENET_MEAN, IMAGENET_STD
 from hpe_jax.models.decoder import PoseDecoder
 from hpe_jax.models.resnet import ResNet
+from hpe_jax.training.checkpoint import check_variables
 
 Array = jax.Array
 FORMAT = "hpe_jax.export/1"
@@ -96,52 +97,8 @@ def inference_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
     return jax.device_get(out)
 
 
-def _leaf_shapes(tree: Any) -> dict[str, tuple]:
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in flat}
-
-
-def check_variables(expected: Any, actual: Any, hint: str) -> None:
-    """Raises ValueError naming the first mismatch if `actual`'s tree and shapes differ from
-    `expected`'s (arrays or ShapeDtypeStructs). `hint` says what the user should do."""
-    want, got = _leaf_shapes(expected), _leaf_shapes(actual)
-    for name in sorted(set(want) | set(got)):
-        if name not in got:
-            raise ValueError(f"the weights lack {name} that the model needs; {hint}")
-        if name not in want:
-            raise ValueError(f"the weights have {name} that the model does not; {hint}")
-        if want[name] != got[name]:
-            raise ValueError(f"{name} has shape {got[name]} in the weights but {want[name]} in "
-                             f"the model; {hint}")
-
-
 # ------------------------------------------------------------------------------------------------
 # Export
-
-#: Config fields an export (and any evaluation) reads.
-CONFIG_FIELDS = ("model.resnet_depth", "model.width", "model.deconv_features", "model.dtype",
-                 "data.input_size", "data.output_size")
-
-
-def check_config(config: Any, fields: tuple[str, ...] = CONFIG_FIELDS) -> None:
-    """Raises ValueError naming the problem if `config` failed to load or lacks a field, or if
-    its sizes disagree with its model; fills the derived sizes (`config_checks.resolve`).
-
-    (ml_collections' config flag hands a placeholder that raises OSError on first use when the
-    file could not be loaded; this turns that into one message.)"""
-    for field in fields:
-        node = config
-        try:
-            for part in field.split("."):
-                node = getattr(node, part)
-        except OSError as e:
-            raise ValueError(f"the config could not be loaded: {e}") from e
-        except (AttributeError, KeyError) as e:
-            raise ValueError(f"the config has no field config.{field}; pass a config built on "
-                             "configs/default.py") from e
-    # data.output_size (and loss.uv_scale) may be left 0 = derived from the model: fill them.
-    config_checks.resolve(config)
-
 
 def export_config(
     config: Any, *, crop_margin: float = camera.DEFAULT_CROP_MARGIN, source: Mapping | None = None
@@ -186,15 +143,13 @@ def export_model(
     Args:
       config: the training config (its `model` and `data` sizes describe the network).
       variables: {'params', 'batch_stats'} of the trained DualModalityNet (e.g. from
-        `training.checkpoint.load_variables`, which prefers the EMA teacher).
+        `training.checkpoint.load_training_checkpoint`, which prefers the EMA teacher).
       path: the export directory; it must not exist unless `overwrite`.
       source: free-form provenance stored in config.json (e.g. checkpoint path and step).
     Returns:
       The absolute export path.
     """
-    import orbax.checkpoint as ocp  # noqa: PLC0415  (slow import; only needed here and in load)
-
-    check_config(config)
+    config_checks.check_config(config)
     path = os.path.abspath(path)
     if os.path.exists(os.path.join(path, VARIABLES_DIR)) and not overwrite:
         raise FileExistsError(f"{path} already holds an export; choose another output directory "
@@ -233,8 +188,6 @@ def _abstract_variables(cfg: Mapping[str, Any]) -> Any:
 
 def load(path: str) -> Predictor:
     """The Predictor of an export directory written by `export_model` (or tools/export.py)."""
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
     path = os.path.abspath(path)
     cfg_file = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(cfg_file) or not os.path.isdir(os.path.join(path, VARIABLES_DIR)):
@@ -417,107 +370,3 @@ def save_saved_model(predictor: Predictor, path: str) -> str:
     path = os.path.abspath(path)
     ExportManager(module, [config]).save(path)
     return path
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingCheckpoint:
-    """Variables of a training checkpoint, ready for inference."""
-
-    variables: dict
-    step: int
-    path: str          # the checkpoints directory
-    weights: str       # 'teacher' (EMA), 'student', or 'teacher_if_present' (unreadable metadata)
-
-
-def load_training_checkpoint(
-    config: Any, workdir: str, checkpoint: str | int | None = None, student: bool = False
-) -> TrainingCheckpoint:
-    """Loads a training run's checkpoint and checks it against `config.model`.
-
-    Args:
-      workdir: the training --workdir (with checkpoints/), or its checkpoints/ directory.
-      checkpoint: None (the latest), a step (int or digits), or a path to a checkpoints
-        directory or to one step's directory inside it.
-      student: use the student's weights even where an EMA teacher exists. With
-        config.finetune.teacher == "online" the student is always used (the paper's teacher is
-        the student itself).
-    Raises:
-      FileNotFoundError / ValueError with a message saying what to pass instead.
-    """
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
-    from hpe_jax.training import checkpoint as ckpt  # noqa: PLC0415
-    from hpe_jax.training import factory  # noqa: PLC0415
-
-    check_config(config)
-    ckpt_dir, step = _resolve(workdir, checkpoint)
-    steps = ocp.CheckpointManager(ckpt_dir).all_steps()
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint found under {ckpt_dir}; pass the --workdir of a "
-                                "training run (python -m tools.train ...)")
-    if step is not None and step not in steps:
-        raise FileNotFoundError(f"no checkpoint of step {step} under {ckpt_dir}; it has steps "
-                                f"{sorted(steps)}")
-    # An online-teacher run's model is its student: a teacher entry in its checkpoint can only
-    # be a stale copy (written by versions that made one at the switch), never the result.
-    online = _teacher_mode(config) == "online"
-    variables, step = ckpt.load_variables(ckpt_dir, step=step,
-                                          prefer_teacher=not (student or online))
-    model = factory.build_model(config.model, None)
-    s = config.data.input_size
-    # Only the RGB path is checked (and used): encoder, decoder and the RGB projection head.
-    abstract = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0),
-                              jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
-    used = {col: {k: v for k, v in variables.get(col, {}).items() if k in abstract[col]}
-            for col in abstract}
-    check_variables(abstract, used,
-                    f"the checkpoint under {ckpt_dir} was not trained with this config.model; "
-                    "pass the --config the run was trained with")
-    teacher = False if (student or online) else _has_teacher(ckpt_dir, step)
-    weights = {True: "teacher", False: "student", None: "teacher_if_present"}[teacher]
-    return TrainingCheckpoint(variables, int(step), ckpt_dir, weights)
-
-
-def _teacher_mode(config: Any) -> str:
-    """config.finetune.teacher, validated; "ema" for configs without the field."""
-    from hpe_jax.training.state import check_teacher  # noqa: PLC0415
-
-    finetune = config.get("finetune") if hasattr(config, "get") else None
-    return check_teacher(finetune.get("teacher", "ema") if finetune is not None else "ema")
-
-
-def _resolve(workdir: str, checkpoint: str | int | None) -> tuple[str, int | None]:
-    """(checkpoints directory, step or None) from the workdir and the --checkpoint value."""
-    step = None
-    path = workdir
-    if checkpoint is not None and str(checkpoint).strip() != "":
-        text = str(checkpoint).strip()
-        if text.isdigit():
-            step = int(text)
-        else:
-            path = text
-            base = os.path.basename(os.path.normpath(text))
-            if base.isdigit() and os.path.isdir(text):  # a step directory: its parent + step
-                path, step = os.path.dirname(os.path.normpath(text)), int(base)
-    if not path:
-        raise ValueError("pass --workdir (a training run's directory) or --checkpoint=PATH")
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path} does not exist; pass the --workdir of a training run "
-                                "or --checkpoint=PATH to its checkpoints")
-    if os.path.isdir(os.path.join(path, "checkpoints")):
-        path = os.path.join(path, "checkpoints")
-    return path, step
-
-
-def _has_teacher(ckpt_dir: str, step: int) -> bool | None:
-    """Whether a training checkpoint holds EMA teacher weights (reads only its tree metadata);
-    None if the metadata cannot be read."""
-    import orbax.checkpoint as ocp  # noqa: PLC0415
-
-    try:
-        manager = ocp.CheckpointManager(ckpt_dir, item_handlers=ocp.StandardCheckpointHandler())
-        meta = manager.item_metadata(step)
-        return "teacher_params" in getattr(meta, "tree", meta)
-    except Exception:  # noqa: BLE001  (metadata layouts vary across orbax versions; label only)
-        return None

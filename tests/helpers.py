@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from flax import traverse_util
 
 from configs import smoke
 from hpe_jax.benchmarking import synthetic_labelled_batch, synthetic_unlabelled_batch
@@ -28,3 +32,25 @@ def unlabelled_batch(n: int, size: int = 32, seed: int = 1) -> dict:
 def shard(batch: dict, devices: int) -> dict:
     """[N, ...] -> [devices, N / devices, ...] as the pipeline delivers it."""
     return {k: v.reshape((devices, -1) + v.shape[1:]) for k, v in batch.items()}
+
+
+def random_params(model, size: int, seed: int) -> dict:
+    """RGB-path variables {'params', 'batch_stats'} of `model` (a DualModalityNet on size-px
+    crops) with random values of the usual scale (real `init` compiles for tens of seconds on
+    CPU; the values only need to differ between teacher and student)."""
+    abstract = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
+                              jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for col, tree in abstract.items():
+        flat = {}
+        for path, leaf in traverse_util.flatten_dict(dict(tree)).items():
+            if path[-1] == "kernel":
+                value = rng.normal(size=leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
+            elif path[-1] in ("scale", "var", "beta"):
+                value = rng.uniform(0.8, 1.2, leaf.shape)
+            else:
+                value = 0.05 * rng.normal(size=leaf.shape)
+            flat[path] = np.asarray(value, leaf.dtype)
+        out[col] = traverse_util.unflatten_dict(flat)
+    return out

@@ -123,4 +123,4 @@ def test_training_refuses_the_imagenet_placeholder_before_building_anything(monk
     c.model.init_from = "imagenet"
     monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(ValueError, match="ImageNet ResNet-18"):
-        loop.train_and_evaluate(c, str(tmp_path))
+        loop.train(c, str(tmp_path))

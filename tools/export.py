@@ -32,9 +32,10 @@ flags.mark_flags_as_required(["config", "workdir", "output"])
 def main(argv: list[str]) -> None:
     del argv
     from hpe_jax import export  # noqa: PLC0415
+    from hpe_jax.training import checkpoint  # noqa: PLC0415
 
-    ck = export.load_training_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value,
-                                         _STUDENT.value)
+    ck = checkpoint.load_training_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value,
+                                             _STUDENT.value)
     source = {"checkpoint": os.path.join(ck.path, str(ck.step)), "step": ck.step,
               "weights": ck.weights}
     path = export.export_model(_CONFIG.value, ck.variables, _OUTPUT.value, source=source)

@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
     from hpe_jax.demo import prepare_datasets  # noqa: PLC0415
-    from hpe_jax.training.loop import train_and_evaluate  # noqa: PLC0415
+    from hpe_jax.training.loop import train  # noqa: PLC0415
 
     if jax.process_index() == 0:
         prepare_datasets(_CONFIG.value)  # renders synthetic_hands on first use (offline)
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> None:
         from jax.experimental import multihost_utils  # noqa: PLC0415
 
         multihost_utils.sync_global_devices("datasets prepared")
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from hpe_jax import export
+from hpe_jax import config_checks
 from hpe_jax.evaluation import report
 from hpe_jax.evaluation.evaluator import EvalResult, Evaluator, dataset_joint0
-
-if TYPE_CHECKING:
-    from hpe_jax.models.dual_modality import DualModalityNet
+from hpe_jax.models.dual_modality import DualModalityNet
+from hpe_jax.training import checkpoint as ckpt
+from hpe_jax.training import factory
 
 #: Examples drawn in qualitative.png (the first ones of the split).
 NUM_QUALITATIVE = 16
@@ -51,7 +51,6 @@ def _rgb_apply(model: DualModalityNet) -> Any:
     """(variables, images) -> (uv, z) of `model`'s DualModalityNet.predict_rgb; one function per
     model (Linen modules hash and compare by their fields), so that evaluating several checkpoints
     reuses the evaluator's compiled step."""
-    from hpe_jax.models.dual_modality import DualModalityNet  # noqa: PLC0415
 
     def apply(variables, images):
         y = model.apply(variables, images, train=False, method=DualModalityNet.predict_rgb)
@@ -83,9 +82,9 @@ def evaluate_checkpoint(
       The evaluator's result with step, checkpoint, weights, output_dir and files.
     """
     # Also fills data.output_size when the config leaves it to be derived (config_checks).
-    export.check_config(config, export.CONFIG_FIELDS + (
+    config_checks.check_config(config, config_checks.CONFIG_FIELDS + (
         "data.target", "data.eval_split", "data.data_dir", "eval_batch_size"))
-    ck = export.load_training_checkpoint(config, workdir, checkpoint, student)
+    ck = ckpt.load_training_checkpoint(config, workdir, checkpoint, student)
     pipeline = _pipeline()
     name = dataset or config.data.target
     split = split or config.data.eval_split
@@ -97,8 +96,6 @@ def evaluate_checkpoint(
     devices = list(devices) if devices is not None else jax.local_devices()
     per = jax.process_count() * len(devices)
     batch = -(-int(config.eval_batch_size) // per) * per
-    from hpe_jax.training import factory  # noqa: PLC0415
-
     apply_fn = _rgb_apply(factory.build_model(config.model, None))
     # STB's palm configuration labels joint 0 as the palm centre: convert the predictions.
     joint0 = dataset_joint0(name)

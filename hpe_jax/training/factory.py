@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import traverse_util
 
 from hpe_jax import config_checks
+from hpe_jax.models.convert import load_pretrained_encoders
 from hpe_jax.models.dual_modality import DualModalityNet
 from hpe_jax.training.state import TrainState
 
@@ -41,20 +43,18 @@ def initial_state(
 ) -> TrainState:
     """Initialises every path of the model (or loads converted encoders) and the optimizer."""
     size = config.data.input_size
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, state_rng = jax.random.split(rng)
+    # The first of two keys split from the seed: the weights a seed gives stay the same.
+    init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]
     rgb = jnp.zeros((1, size, size, 3), jnp.float32)
     depth = jnp.zeros((1, size, size, 1), jnp.float32)
     variables = jax.jit(functools.partial(model.init, train=False))({"params": init_rng}, rgb,
                                                                     depth)
     config_checks.check_init(config)
     if init_from := config_checks.init_path(config):  # "" and "scratch": random init
-        from hpe_jax.models.convert import load_pretrained_encoders  # noqa: PLC0415
-
         variables = load_pretrained_encoders(variables, init_from, config.model.resnet_depth)
     if config.model.get("init_variables"):
         variables = load_variables(config.model.init_variables, variables)
-    return TrainState.create(variables, tx, state_rng)
+    return TrainState.create(variables, tx)
 
 
 VARIABLES_FILE = "variables.npz"
@@ -68,8 +68,6 @@ def save_variables(directory: str, variables: dict, meta: dict) -> str:
     A small, framework-free file the repository can ship (the demo's pre-trained start); the
     optimizer state is not in it. Written to a temporary name and renamed: never half-written.
     """
-    from flax import traverse_util  # noqa: PLC0415
-
     os.makedirs(directory, exist_ok=True)
     flat = traverse_util.flatten_dict(jax.device_get(variables), sep="/")
     tmp = os.path.join(directory, VARIABLES_FILE + ".tmp.npz")
@@ -84,8 +82,6 @@ def load_variables(directory: str, like: dict) -> dict:
     """The variables `save_variables` wrote, checked leaf by leaf against `like` (the freshly
     initialised network of the config): a missing, extra or reshaped leaf is a ValueError that
     names it (the config's model fields must match the ones the file was written with)."""
-    from flax import traverse_util  # noqa: PLC0415
-
     path = os.path.join(directory, VARIABLES_FILE)
     if not os.path.exists(path):
         raise ValueError(f"model.init_variables={directory!r}: {path} does not exist; give a "

@@ -238,8 +238,12 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-    """Runs (or resumes) the whole training of `config` in `workdir`; returns the final state."""
+def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+    """Runs (or resumes) the whole training of `config` in `workdir`; returns the final state.
+
+    Writes checkpoints, metrics and the run's files into `workdir`; evaluating a checkpoint is
+    separate (`evaluation.run.evaluate_checkpoint`, tools/evaluate.py).
+    """
     ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before anything compiles
     config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
     config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
@@ -248,14 +252,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     tx, schedule = make_optimizer(config, plan)
     manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
     state = initial_state(config, model, tx)
-    latest = manager.latest_step()
-    if latest is not None:
-        # Checkpoints after the switch carry the EMA teacher; the one at the switch does not
-        # (and an online run never has one: its pseudo-labels come from the student).
-        has_teacher = ema_teacher and latest > plan.pretrain_steps
-        template = state.with_teacher() if has_teacher else state
-        state = checkpoint.restore(manager, template, latest)
-        logging.info("Resumed from step %d in %s", latest, workdir)
+    resumed = checkpoint.restore_latest(manager, state, pretrain_steps=plan.pretrain_steps,
+                                        ema_teacher=ema_teacher)
+    if resumed is not None:
+        state = resumed
+        logging.info("Resumed from step %d in %s", int(state.step), workdir)
     start = int(state.step)
     is_main = jax.process_index() == 0
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)

@@ -1,7 +1,7 @@
 """The train state: a flax struct carried through the pmapped steps.
 
-It holds the student's params and BatchNorm statistics, the optimizer state, the step, a PRNG key,
-and the EMA teacher's params and statistics (None until fine-tuning creates them; always None with
+It holds the student's params and BatchNorm statistics, the optimizer state, the step, and the
+EMA teacher's params and statistics (None until fine-tuning creates them; always None with
 the paper's online teacher, whose pseudo-labels come from the student itself).
 """
 
@@ -39,20 +39,19 @@ class TrainState:
     params: PyTree
     batch_stats: PyTree
     opt_state: optax.OptState
-    rng: jnp.ndarray
     teacher_params: PyTree = None
     teacher_batch_stats: PyTree = None
     tx: optax.GradientTransformation = struct.field(pytree_node=False, default=None)
 
     @classmethod
-    def create(cls, variables: dict, tx: optax.GradientTransformation, rng: jax.Array):
+    def create(cls, variables: dict, tx: optax.GradientTransformation) -> TrainState:
+        """Step 0: `variables` {'params', 'batch_stats'} and `tx`'s initial state, no teacher."""
         params = variables["params"]
         return cls(
             step=jnp.zeros((), jnp.int32),
             params=params,
             batch_stats=variables.get("batch_stats", {}),
             opt_state=tx.init(params),
-            rng=rng,
             tx=tx,
         )
 

@@ -7,14 +7,12 @@ import os
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 import tensorflow_datasets as tfds
-from flax import traverse_util
-from helpers import tiny_config
+from helpers import random_params, tiny_config
 from PIL import Image
 
 import hpe_jax.data  # noqa: F401  (registers synthetic_hands)
@@ -28,27 +26,6 @@ from hpe_jax.training.state import TrainState
 
 SPLIT_SIZE, STEP = 32, 7
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def random_params(model, size, seed):
-    """RGB-path variables with random values of the usual scale (real `init` compiles for tens
-    of seconds on CPU; the values only need to differ between teacher and student)."""
-    abstract = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
-                              jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
-    rng = np.random.default_rng(seed)
-    out = {}
-    for col, tree in abstract.items():
-        flat = {}
-        for path, leaf in traverse_util.flatten_dict(dict(tree)).items():
-            if path[-1] == "kernel":
-                value = rng.normal(size=leaf.shape) * np.sqrt(2.0 / np.prod(leaf.shape[:-1]))
-            elif path[-1] in ("scale", "var", "beta"):
-                value = rng.uniform(0.8, 1.2, leaf.shape)
-            else:
-                value = 0.05 * rng.normal(size=leaf.shape)
-            flat[path] = np.asarray(value, leaf.dtype)
-        out[col] = traverse_util.unflatten_dict(flat)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +52,7 @@ def run(data_dir, tmp_path_factory):
     config.data.data_dir = data_dir
     config.eval_batch_size = 12
     model = factory.build_model(config.model, None)
-    state = TrainState.create(random_params(model, 32, 0), optax.adam(1e-3),
-                              jax.random.PRNGKey(0))
+    state = TrainState.create(random_params(model, 32, 0), optax.adam(1e-3))
     teacher = random_params(model, 32, 1)
     state = state.replace(step=jnp.int32(STEP), teacher_params=teacher["params"],
                           teacher_batch_stats=teacher["batch_stats"])
@@ -149,24 +125,16 @@ def test_student_flag_and_checkpoint_selection(run, teacher_eval, tmp_path):
     assert not np.allclose(res.arrays["pred_uv"], teacher_eval.arrays["pred_uv"])
 
 
-def test_online_teacher_run_is_read_with_the_student_weights(run, teacher_eval):
+def test_online_teacher_run_is_evaluated_with_the_student_weights(run, teacher_eval):
     """finetune.teacher="online": the checkpoint's teacher entry (a stale copy older versions made
-    at the switch) is never the fine-tuned model; evaluation and export read the student."""
+    at the switch) is never the fine-tuned model; evaluation reads the student (as
+    `load_training_checkpoint` does, tests/training/test_checkpoint.py)."""
     config, workdir = run
     online = copy.deepcopy(config)
     online.finetune.teacher = "online"
-    ck = export.load_training_checkpoint(online, workdir)
-    student = export.load_training_checkpoint(config, workdir, student=True)
-    assert ck.weights == "student"
-    for a, b in zip(jax.tree_util.tree_leaves(ck.variables),
-                    jax.tree_util.tree_leaves(student.variables), strict=True):
-        np.testing.assert_array_equal(a, b)
     res = evaluate_checkpoint(online, workdir, num_qualitative=0)
     assert res.weights == "student"
     assert not np.allclose(res.arrays["pred_uv"], teacher_eval.arrays["pred_uv"])
-    online.finetune.teacher = "EMA"
-    with pytest.raises(ValueError, match=r"'ema', 'online'"):
-        export.load_training_checkpoint(online, workdir)
 
 
 def test_exported_checkpoint_on_raw_images_and_boxes_reproduces_the_evaluation(
@@ -175,7 +143,7 @@ def test_exported_checkpoint_on_raw_images_and_boxes_reproduces_the_evaluation(
     boxes and K: the Predictor's crop is the eval pipeline's, so its 2.5D output and its
     recovered-root 3D (with the true hand scale) equal the evaluator's."""
     config, workdir = run
-    ck = export.load_training_checkpoint(config, workdir)
+    ck = checkpoint.load_training_checkpoint(config, workdir)
     pred = export.load(export.export_model(config, ck.variables, str(tmp_path / "exp")))
     # The stored JPEGs decoded as the pipeline decodes them (accurate IDCT), not with TFDS's
     # default fast IDCT: the same pixels the evaluator saw.
@@ -202,10 +170,6 @@ def test_missing_checkpoint_or_wrong_config_give_clear_errors(run, tmp_path):
         evaluate_checkpoint(config, str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"no checkpoint of step 99 .* steps \[7\]"):
         evaluate_checkpoint(config, workdir, checkpoint=99)
-    wide = tiny_config()
-    wide.model.width = 0.25
-    with pytest.raises(ValueError, match="not trained with this config.model"):
-        export.load_training_checkpoint(wide, workdir)
     partial = tiny_config()
     del partial["eval_batch_size"]
     with pytest.raises(ValueError, match=r"no field config.eval_batch_size"):

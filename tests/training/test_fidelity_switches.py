@@ -97,11 +97,11 @@ def test_finetune_reset_optimizer_restarts_adam_at_the_switch_and_survives_resum
 
     config = tiny_config(tiny_data_dir)
     config.finetune.reset_optimizer = True
-    straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
+    straight = loop.train(config, str(tmp_path / "straight"))
     assert int(straight.step) == 8 and _adam_count(straight) == 4
     for stop in (4, 0):
         config.stop_after_steps = stop
-        resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+        resumed = loop.train(config, str(tmp_path / "resumed"))
     assert _adam_count(resumed) == 4
     for a, b in zip(jax.tree_util.tree_leaves((straight.params, straight.opt_state)),
                     jax.tree_util.tree_leaves((resumed.params, resumed.opt_state)), strict=True):
@@ -109,7 +109,7 @@ def test_finetune_reset_optimizer_restarts_adam_at_the_switch_and_survives_resum
     # The default carries the moments over: Adam counts all 8 steps.
     config.stop_after_steps = 0
     config.finetune.reset_optimizer = False
-    assert _adam_count(loop.train_and_evaluate(config, str(tmp_path / "carried"))) == 8
+    assert _adam_count(loop.train(config, str(tmp_path / "carried"))) == 8
 
 
 def test_bone_ratio_template_has_exactly_the_measured_bone_lengths():

@@ -42,7 +42,7 @@ def test_resume_is_bitwise_identical_and_phases_switch(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir)
     plan = loop.make_plan(config)
     assert (plan.pretrain_steps, plan.finetune_steps) == (4, 4)
-    straight = loop.train_and_evaluate(config, str(tmp_path / "straight"))
+    straight = loop.train(config, str(tmp_path / "straight"))
     assert int(straight.step) == 8 and straight.teacher_params is not None
 
     # 3 steps, stop; resume to 6 (crossing the switch at 4), stop; resume to the end.
@@ -50,7 +50,7 @@ def test_resume_is_bitwise_identical_and_phases_switch(tiny_data_dir, tmp_path):
         config.unlock()
         config.stop_after_steps = stop
         config.lock()
-        resumed = loop.train_and_evaluate(config, str(tmp_path / "resumed"))
+        resumed = loop.train(config, str(tmp_path / "resumed"))
     assert int(resumed.step) == 8
     for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
         assert np.array_equal(a, b)
@@ -68,7 +68,7 @@ def test_non_finite_loss_stops_with_step_and_term(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir)
     config.pretrain.lr = 1e30  # diverges within a couple of steps
     with pytest.raises(loop.NonFiniteLossError, match=r"non-finite value at step \d+ in .*L"):
-        loop.train_and_evaluate(config, str(tmp_path))
+        loop.train(config, str(tmp_path))
 
 
 def test_sigterm_saves_and_exits_cleanly(tiny_data_dir, tmp_path):
@@ -101,13 +101,11 @@ def test_online_teacher_makes_no_copy_and_the_checkpoint_reads_as_the_student(
         tiny_data_dir, tmp_path):
     """The paper's online teacher: no teacher copy at the switch, so what evaluation and export
     load by default is the fine-tuned student (not the pre-trained weights)."""
-    from hpe_jax import export
-
     config = tiny_config(tiny_data_dir)
     config.finetune.teacher = "online"
-    final = loop.train_and_evaluate(config, str(tmp_path))
+    final = loop.train(config, str(tmp_path))
     assert int(final.step) == 8 and final.teacher_params is None
-    ck = export.load_training_checkpoint(config, str(tmp_path))
+    ck = checkpoint.load_training_checkpoint(config, str(tmp_path))
     assert (ck.step, ck.weights) == (8, "student")
     for a, b in zip(jax.tree_util.tree_leaves(ck.variables["params"]),
                     jax.tree_util.tree_leaves(final.params), strict=True):
@@ -120,4 +118,4 @@ def test_unknown_teacher_is_refused_at_start_up(tiny_data_dir, tmp_path, monkeyp
     # Refused before the model is even built (so before anything compiles).
     monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(ValueError, match=r"unknown config.finetune.teacher 'EMA'.*'ema', 'online'"):
-        loop.train_and_evaluate(config, str(tmp_path))
+        loop.train(config, str(tmp_path))

@@ -129,7 +129,7 @@ def test_adapt_to_a_photo_folder_end_to_end(tiny_data_dir, tmp_path):
 
     plan = loop.make_plan(config)
     assert plan.finetune_steps == 2  # 32 photos / unlabelled batch 16, one epoch
-    state = loop.train_and_evaluate(config, str(tmp_path / "run"))
+    state = loop.train(config, str(tmp_path / "run"))
     assert int(state.step) == plan.total_steps and state.teacher_params is not None
 
     res = evaluate_checkpoint(config, str(tmp_path / "run"), num_qualitative=0)
