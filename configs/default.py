@@ -47,6 +47,12 @@ def get_config() -> ml_collections.ConfigDict:
                                                # configs/demo.py RGB-only, 375 steps on this CPU:
                                                # 1.0 -> 48.6 mm source EPE, 10.0 -> 59.8 mm
     c.model.stem_pool = True                   # ResNet's max-pool after conv1 (torchvision)
+    c.model.scan_blocks = True                 # each encoder stage's identical blocks as one
+                                               # nn.scan loop: the same function, compiled once
+                                               # per stage, not per block (ResNet-101 has 33);
+                                               # compile time at this config: benchmarks/README
+                                               # "Compile time". Changes the encoders' variable
+                                               # layout (stacked layer{s}_blocks, models/resnet.py)
     c.model.num_deconv = 3                     # decoder upsamplings (SimpleBaseline: 3); output
                                                # = input * 2**num_deconv / (32, or 16 without
                                                # the stem pool)

@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.source = "synthetic_hands/source_large"
     c.model.stem_pool = False
     c.model.num_deconv = 2
+    c.model.scan_blocks = False             # the unrolled variable layout that the shipped
+                                            # assets/demo_pretrained checkpoint (configs/demo.py)
+                                            # was written in; a ResNet-18 compiles fast anyway
     c.loss.heatmap_weight = 10.0
     c.pretrain.batch_size = 32
     c.pretrain.epochs = 6                   # 6 x 375 = 2,250 steps of batch 32 (12,000 images)

@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.deconv_features = 16
     c.model.proj_hidden = 16
     c.model.proj_dim = 8
+    c.model.scan_blocks = False     # the unrolled layout (a ResNet-18 compiles fast anyway)
     c.pretrain.batch_size = 16      # 64 examples: 4 steps an epoch
     c.pretrain.epochs = 1
     c.pretrain.decay_epochs = ()

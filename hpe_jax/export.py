@@ -39,7 +39,7 @@ from hpe_jax import config_checks
 from hpe_jax.hand import camera, kinematics, skeleton
 from hpe_jax.models.convert import IMAGENET_MEAN, IMAGENET_STD
 from hpe_jax.models.decoder import PoseDecoder
-from hpe_jax.models.resnet import ResNet
+from hpe_jax.models.resnet import ResNet, unscan_variables
 from hpe_jax.training.checkpoint import check_variables
 
 Array = jax.Array
@@ -85,7 +85,11 @@ class RGBPoseNet(nn.Module):
 
 
 def inference_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
-    """The 'rgb_encoder' and 'decoder' subtrees of a DualModalityNet's params and batch_stats."""
+    """The 'rgb_encoder' and 'decoder' subtrees of a DualModalityNet's params and batch_stats.
+
+    The encoder always comes back in the unrolled layout (`resnet.unscan_variables`): a model
+    trained with `model.scan_blocks=True` exports the same files as one trained without, so
+    an export has one layout (`RGBPoseNet` is unrolled) whatever the training config."""
     out: dict[str, Any] = {}
     for col in ("params", "batch_stats"):
         tree = variables.get(col, {}) or {}
@@ -93,7 +97,8 @@ def inference_variables(variables: Mapping[str, Any]) -> dict[str, Any]:
         if missing and col == "params":
             raise ValueError(f"variables['params'] lack {missing}; pass the variables of a "
                              "DualModalityNet ({'params': ..., 'batch_stats': ...})")
-        out[col] = {m: tree[m] for m in INFERENCE_MODULES if m in tree}
+        out[col] = {m: unscan_variables(tree[m]) if m == "rgb_encoder" else tree[m]
+                    for m in INFERENCE_MODULES if m in tree}
     return jax.device_get(out)
 
 

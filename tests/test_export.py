@@ -218,3 +218,25 @@ def test_saved_model_export_or_a_clear_missing_dependency_message(setup, tmp_pat
     out = pred.predict(images)
     np.testing.assert_allclose(served["uv"].numpy(), out["uv"], atol=1e-4)
     np.testing.assert_allclose(served["z"].numpy(), out["z"], atol=1e-5)
+
+
+def test_inference_variables_of_a_scanned_model_are_unrolled():
+    # A model trained with model.scan_blocks=True exports the unrolled encoder layout that
+    # RGBPoseNet (and every earlier export) has.
+    from hpe_jax.models.resnet import scan_variables  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    encoder = {"conv1": {"kernel": rng.normal(size=(7, 7, 3, 2))},
+               **{f"layer3_{k}": {"conv1": {"kernel": rng.normal(size=(1, 1, 2, 2))}}
+                  for k in range(3)}}
+    stats = {f"layer3_{k}": {"bn1": {"mean": rng.normal(size=(2,))}} for k in range(3)}
+    decoder = {"beta": np.ones(())}
+    scanned = {"params": {"rgb_encoder": scan_variables(encoder), "decoder": decoder},
+               "batch_stats": {"rgb_encoder": scan_variables(stats)}}
+    assert "layer3_blocks" in scanned["params"]["rgb_encoder"]
+    inf = export.inference_variables(scanned)
+    assert sorted(inf["params"]["rgb_encoder"]) == ["conv1", "layer3_0", "layer3_1", "layer3_2"]
+    np.testing.assert_array_equal(inf["params"]["rgb_encoder"]["layer3_2"]["conv1"]["kernel"],
+                                  encoder["layer3_2"]["conv1"]["kernel"])
+    np.testing.assert_array_equal(inf["batch_stats"]["rgb_encoder"]["layer3_1"]["bn1"]["mean"],
+                                  stats["layer3_1"]["bn1"]["mean"])

@@ -14,7 +14,9 @@ too.
 
 In a `DualModalityNet` the encoders live at `params['rgb_encoder']` and `params['depth_encoder']`
 (same for `batch_stats`); `load_pretrained_encoders` fills both, the depth encoder's first
-convolution being the mean of the RGB kernel over its three input channels (a 1-channel input).
+convolution being the mean of the RGB kernel over its three input channels (a 1-channel input),
+stacking the blocks (`resnet.scan_variables`) when the model has `scan_blocks=True`. Converted
+files are always in the unrolled layout.
 
 Files: a torchvision `.pth` (read here with numpy only, torch is not needed), a `.npz` of the
 state dict's arrays under torchvision's names, or the `.npz` written by
@@ -38,7 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from hpe_jax.models.resnet import ResNet, resnet_spec
+from hpe_jax.models.resnet import (
+    SCANNED_SUFFIX,
+    ResNet,
+    resnet_spec,
+    scan_variables,
+    unscan_variables,
+)
 
 #: torchvision's ImageNet normalisation (RGB, of [0, 1] pixel values) that converted weights
 #: expect: the one definition, used by the input pipeline (`data.preprocess`) and `export`.
@@ -164,6 +172,8 @@ def load_pretrained_encoders(
             if name not in out.get(collection, {}):
                 raise ValueError(f"variables have no {collection}/{name}; initialise the model "
                                  "with both rgb and depth inputs first.")
+            if is_scanned(out[collection][name]):
+                tree = scan_variables(tree)
             want = traverse_util.flatten_dict(out[collection][name])
             got = traverse_util.flatten_dict(tree)
             try:
@@ -178,6 +188,12 @@ def load_pretrained_encoders(
     return out
 
 
+def is_scanned(encoder_tree: Mapping[str, Any]) -> bool:
+    """True when one collection of an encoder's variables is in the scanned layout
+    (`resnet.ResNet.scan_blocks=True`: it has `layer{s}_blocks` entries)."""
+    return any(str(k).endswith(f"_{SCANNED_SUFFIX}") for k in encoder_tree)
+
+
 def load_converted(source: str | os.PathLike | Mapping[str, Any], depth: int) -> tuple:
     """(params, batch_stats) of one encoder from a state dict, `.pth` or either kind of `.npz`."""
     if isinstance(source, Mapping):
@@ -188,7 +204,8 @@ def load_converted(source: str | os.PathLike | Mapping[str, Any], depth: int) ->
             if any(k.startswith("params/") for k in data.files):
                 flat = {tuple(k.split("/")): data[k] for k in data.files}
                 tree = traverse_util.unflatten_dict(flat)
-                params, stats = tree.get("params", {}), tree.get("batch_stats", {})
+                params = unscan_variables(tree.get("params", {}))
+                stats = unscan_variables(tree.get("batch_stats", {}))
                 # Re-check the layout: cheap, and it catches a file converted for another depth.
                 sd = _to_state_dict(params, stats)
                 return torchvision_to_flax(sd, depth)
@@ -196,7 +213,10 @@ def load_converted(source: str | os.PathLike | Mapping[str, Any], depth: int) ->
 
 
 def save_converted(path: str | os.PathLike, params: Mapping, batch_stats: Mapping) -> None:
-    """Writes one encoder's (params, batch_stats) as a flat `.npz` ('params/conv1/kernel', ...)."""
+    """Writes one encoder's (params, batch_stats) as a flat `.npz` ('params/conv1/kernel', ...),
+    always in the unrolled layout (`layer{s}_{k}`; a scanned tree is unstacked first), so the
+    file loads into either layout."""
+    params, batch_stats = unscan_variables(dict(params)), unscan_variables(dict(batch_stats))
     flat = {"/".join(("params",) + k): np.asarray(v, np.float32)
             for k, v in traverse_util.flatten_dict(dict(params)).items()}
     flat.update({"/".join(("batch_stats",) + k): np.asarray(v, np.float32)

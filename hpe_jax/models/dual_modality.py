@@ -26,7 +26,8 @@ Inputs: rgb (N, S, S, 3), normalised as the pipeline chooses (ImageNet mean/std,
 float map (the project's normalised depth: about [-1, 1], background 1). S must be divisible by 32;
 outputs are at s = S / 4.
 
-Parameter tree: `rgb_encoder`, `depth_encoder` (`resnet.ResNet`), `decoder` (`decoder.PoseDecoder`,
+Parameter tree: `rgb_encoder`, `depth_encoder` (`resnet.ResNet`, unrolled or, with
+`scan_blocks`, stacked blocks), `decoder` (`decoder.PoseDecoder`,
 holds the scalar `beta`), `rgb_projection`, `depth_projection` (`decoder.ProjectionHead`).
 BatchNorm statistics live under the same names in `batch_stats`. In a training call each module's
 running statistics are updated once per pass that uses it (the shared decoder up to three times).
@@ -70,6 +71,9 @@ class DualModalityNet(nn.Module):
         (e.g. 'batch' under pmap); None for per-device statistics.
       bn_momentum: Flax momentum of BatchNorm running statistics.
       stem_pool: the encoders' max-pool after conv1 (`resnet.ResNet.stem_pool`).
+      scan_blocks: run each encoder stage's identical blocks as one `nn.scan` loop
+        (`resnet.ResNet.scan_blocks`: the same function, far less to compile; the encoders'
+        variables then have the stacked `layer{s}_blocks` layout).
       num_deconv: the decoder's upsampling layers (`decoder.PoseDecoder.num_deconv`); the output
         stride is 32 / 2**num_deconv, halved without the stem pool.
       deconv_impl: how the decoder computes its transposed convolutions ('auto', 'transpose',
@@ -92,6 +96,7 @@ class DualModalityNet(nn.Module):
     bn_momentum: float = 0.9
     deconv_impl: str = "auto"
     stem_pool: bool = True
+    scan_blocks: bool = False
     num_deconv: int = 3
     fused_projection: str = "rgb"
     dtype: Any = jnp.float32
@@ -101,7 +106,8 @@ class DualModalityNet(nn.Module):
         if self.width <= 0:
             raise ValueError(f"width must be > 0, got {self.width}.")
         common = dict(depth=self.resnet_depth, width=self.width, bn_axis_name=self.bn_axis_name,
-                      bn_momentum=self.bn_momentum, stem_pool=self.stem_pool, dtype=self.dtype)
+                      bn_momentum=self.bn_momentum, stem_pool=self.stem_pool,
+                      scan_blocks=self.scan_blocks, dtype=self.dtype)
         self.rgb_encoder = ResNet(**common)
         self.depth_encoder = ResNet(**common)
         self.decoder = PoseDecoder(num_joints=self.num_joints, features=self.deconv_features,

@@ -33,6 +33,7 @@ def build_model(model_cfg: ml_collections.ConfigDict, axis_name: str | None) -> 
         deconv_impl=model_cfg.get("deconv_impl", "auto"),
         stem_pool=model_cfg.get("stem_pool", True),  # configs exported before the fields
         num_deconv=model_cfg.get("num_deconv", 3),
+        scan_blocks=model_cfg.get("scan_blocks", False),  # configs before the field: unrolled
         fused_projection=model_cfg.get("fused_projection", "rgb"),
         dtype=jnp.dtype(model_cfg.dtype),
     )

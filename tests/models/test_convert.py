@@ -111,3 +111,43 @@ def test_tool_output_initialises_both_encoders(r18_pth, tmp_path, abstract_init,
     wider = DualModalityNet(resnet_depth=18, width=0.25, deconv_features=8, proj_hidden=8)
     with pytest.raises(ValueError, match="width"):
         convert.load_pretrained_encoders(abstract_init(wider, x, d, train=False), out, 18)
+
+
+def test_conversion_into_the_scanned_layout(fixture, tmp_path, abstract_init):
+    # torchvision's ResNet-50 (widths / 16) loaded into encoders built with scan_blocks=True:
+    # the stacked variables reproduce torchvision's features, and files stay unrolled.
+    sd = _r50_state_dict(fixture)
+    params, batch_stats = convert.torchvision_to_flax(sd, 50)
+    model = DualModalityNet(resnet_depth=50, width=1 / 16, deconv_features=8, proj_hidden=8,
+                            scan_blocks=True)
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    d = jax.ShapeDtypeStruct((1, 64, 64, 1), jnp.float32)
+    loaded = convert.load_pretrained_encoders(abstract_init(model, x, d, train=False), sd, 50)
+    rgb = {col: loaded[col]["rgb_encoder"] for col in ("params", "batch_stats")}
+    assert convert.is_scanned(rgb["params"]) and not convert.is_scanned(params)
+    np.testing.assert_array_equal(rgb["params"]["layer3_blocks"]["conv2"]["kernel"][4],
+                                  params["layer3_5"]["conv2"]["kernel"])
+    np.testing.assert_array_equal(rgb["batch_stats"]["layer2_blocks"]["bn3"]["var"][0],
+                                  batch_stats["layer2_1"]["bn3"]["var"])
+    encoder = ResNet(depth=50, width=1 / 16, scan_blocks=True)
+    evaluated = jax.jit(lambda v, x: encoder.apply(v, x, train=False))(rgb, fixture["input"])
+    for site in range(5):
+        assert _relative_error(evaluated[site], fixture[f"r50:eval:{site}"]) < 1e-4
+    # Round trip through a converted file: a scanned tree is written unrolled and reads back
+    # exactly, into either layout.
+    out = tmp_path / "scanned.npz"
+    convert.save_converted(out, rgb["params"], rgb["batch_stats"])
+    with np.load(out) as data:
+        assert "params/layer3_5/conv2/kernel" in data.files
+        assert not any("blocks" in k for k in data.files)
+    back_params, back_stats = convert.load_converted(out, 50)
+    for a, b in ((back_params, params), (back_stats, batch_stats)):
+        assert jax.tree.structure(a) == jax.tree.structure(b)
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(u, v)
+    again = convert.load_pretrained_encoders(abstract_init(model, x, d, train=False), out, 50)
+    for col in ("params", "batch_stats"):
+        for name in convert.ENCODERS:
+            for u, v in zip(jax.tree.leaves(again[col][name]), jax.tree.leaves(loaded[col][name]),
+                            strict=True):
+                np.testing.assert_array_equal(u, v)

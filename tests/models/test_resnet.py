@@ -2,8 +2,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
-from hpe_jax.models.resnet import ResNet, site_channels
+from hpe_jax.models.resnet import ResNet, scan_variables, site_channels, unscan_variables
 
 # torchvision's parameter counts (models.resnetXX(), 1000-way classifier included).
 TORCHVISION_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160}
@@ -63,3 +64,57 @@ def test_batchnorm_statistics_are_averaged_over_the_device_axis(abstract_init, f
         # Per-device statistics would differ between the two devices and from the whole batch.
         np.testing.assert_allclose(a[0], b, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(a[1], b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("depth", [34, 50])
+def test_scanned_blocks_compute_what_the_unrolled_ones_do(depth, abstract_init, fill_variables):
+    # The same variables, stacked for the scanned layout, give the same sites, in inference and
+    # in training mode, and the same updated running statistics.
+    unrolled = ResNet(depth=depth, width=1 / 8)
+    scanned = ResNet(depth=depth, width=1 / 8, scan_blocks=True)
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 64, 64, 3))
+    variables = fill_variables(abstract_init(unrolled, x[:1], train=False))
+    stacked = scan_variables(variables)
+    # The documented layout: layer{s}_0 stays, blocks 1.. stacked under layer{s}_blocks.
+    want = abstract_init(scanned, x[:1], train=False)
+    assert jax.tree.map(np.shape, stacked) == jax.tree.map(lambda s: s.shape, want)
+    blocks = (3, 4, 6, 3)
+    for s, n in enumerate(blocks, start=1):
+        assert f"layer{s}_1" not in stacked["params"] and f"layer{s}_0" in stacked["params"]
+        leaf = stacked["params"][f"layer{s}_blocks"]["conv1"]["kernel"]
+        assert leaf.shape[0] == n - 1
+        np.testing.assert_array_equal(leaf[n - 2],
+                                      variables["params"][f"layer{s}_{n - 1}"]["conv1"]["kernel"])
+
+    def run(model, v, train):
+        return jax.jit(lambda v, x: model.apply(v, x, train=train, mutable=["batch_stats"]))(v, x)
+
+    for train in (False, True):
+        (a, a_state), (b, b_state) = run(unrolled, variables, train), run(scanned, stacked, train)
+        for site_a, site_b in zip(a, b, strict=True):
+            np.testing.assert_allclose(site_b, site_a, rtol=1e-5, atol=1e-5)
+        if train:
+            got = unscan_variables(b_state)["batch_stats"]
+            for path, want_leaf in traverse_util.flatten_dict(a_state["batch_stats"]).items():
+                np.testing.assert_allclose(traverse_util.flatten_dict(got)[path], want_leaf,
+                                           rtol=1e-5, atol=1e-6)
+
+
+def test_scan_and_unscan_variables_are_inverse():
+    rng = np.random.default_rng(0)
+    tree = {"conv1": {"kernel": rng.normal(size=(3, 3, 1, 2))},
+            "layer1_0": {"conv1": {"kernel": rng.normal(size=(1, 2))}},
+            **{f"layer3_{k}": {"bn1": {"scale": rng.normal(size=(2,))}} for k in range(4)},
+            "layer4_0": {"bn1": {"scale": rng.normal(size=(2,))}}}
+    scanned = scan_variables({"params": tree})["params"]
+    assert sorted(scanned) == ["conv1", "layer1_0", "layer3_0", "layer3_blocks", "layer4_0"]
+    assert scanned["layer3_blocks"]["bn1"]["scale"].shape == (3, 2)
+    back = unscan_variables({"params": scanned})["params"]
+    assert jax.tree.structure(back) == jax.tree.structure(tree)
+    for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(tree), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Either function leaves a tree already in its target layout as it is.
+    assert jax.tree.structure(scan_variables(scanned)) == jax.tree.structure(scanned)
+    assert jax.tree.structure(unscan_variables(tree)) == jax.tree.structure(tree)
+    with pytest.raises(ValueError, match="not 0..n-1"):
+        scan_variables({"layer2_0": {}, "layer2_2": {"a": np.zeros(1)}})

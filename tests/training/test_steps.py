@@ -1,3 +1,4 @@
+import functools
 import os
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import jax_utils
 from helpers import labelled_batch, shard, tiny_config, unlabelled_batch
@@ -174,3 +176,52 @@ def test_finetune_bn_stats_refuses_unknown_mode():
     with pytest.raises(ValueError, match="bn_stats"):
         steps.two_pass(model, state.variables, jnp.zeros((1, 64, 64, 3)), train=True,
                        bn_stats="domain")
+
+
+def test_pretrain_step_with_scanned_blocks_equals_unrolled():
+    # model.scan_blocks changes how the encoders are compiled, not what the step computes: the
+    # same variables (stacked for the scanned layout) give the same losses, gradients and
+    # BatchNorm statistics. ResNet-34 (3, 4, 6, 3 blocks), so every stage really loops.
+    from flax import traverse_util  # noqa: PLC0415
+
+    from hpe_jax.benchmarking import host_init  # noqa: PLC0415
+    from hpe_jax.models.resnet import scan_variables, unscan_variables  # noqa: PLC0415
+
+    config = tiny_config()
+    config.model.resnet_depth = 34
+    unrolled = loop.build_model(config.model, None)  # one device: no BatchNorm axis
+    config.model.scan_blocks = True
+    scanned = loop.build_model(config.model, None)
+    # Host-made variables (benchmarking.host_init: eval_shape + numpy), as a jitted init of a
+    # ResNet-34 pair compiles for minutes on a loaded 2-core CPU.
+    unrolled_vars = host_init(unrolled, config.data.input_size)
+    variables = {col: {k: scan_variables(v) if k.endswith("_encoder") else v
+                       for k, v in tree.items()} for col, tree in unrolled_vars.items()}
+    sgd = optax.sgd(1.0)  # new params = params - grads: the step's gradients, exactly
+    batch = labelled_batch(4)
+    loss = LossConfig.from_config(config.loss)
+    outs = []
+    for model, v in ((unrolled, unrolled_vars), (scanned, variables)):
+        step = jax.jit(functools.partial(steps.pretrain_step, model=model, loss=loss,
+                                         axis_name=None))
+        start = TrainState.create(v, sgd)
+        new, metrics = step(start, batch, jax.random.PRNGKey(0))
+        grads = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), start.params, new.params)
+        unroll = {k: unscan_variables(t) if k.endswith("_encoder") else t for k, t in
+                  grads.items()}
+        stats = {k: unscan_variables(t) if k.endswith("_encoder") else t for k, t in
+                 jax.device_get(new.batch_stats).items()}
+        outs.append((metrics, traverse_util.flatten_dict(unroll),
+                     traverse_util.flatten_dict(stats)))
+    (m_a, g_a, s_a), (m_b, g_b, s_b) = outs
+    assert set(m_a) == set(m_b) and "loss" in m_a
+    for k in m_a:
+        np.testing.assert_allclose(m_b[k], m_a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert g_a.keys() == g_b.keys() and s_a.keys() == s_b.keys()
+    # Tolerance on the scale of the whole gradient: some leaves' true gradient is 0 (the heatmap
+    # bias, under the per-channel spatial softmax), so their values are float32 rounding.
+    scale = max(float(np.abs(g).max()) for g in g_a.values())
+    for k in g_a:
+        np.testing.assert_allclose(g_b[k], g_a[k], rtol=1e-3, atol=1e-5 * scale, err_msg=str(k))
+    for k in s_a:
+        np.testing.assert_allclose(s_b[k], s_a[k], rtol=1e-5, atol=1e-6, err_msg=str(k))
