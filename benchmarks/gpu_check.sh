@@ -13,6 +13,8 @@
 #   GPU_CHECK_SIZE=paper|tiny   paper (default): ResNet-101 x2 at 256 px, batches 64 / 20+20 / 256;
 #                               tiny: configs/smoke.py sizes, batch 2 (the CPU test of this script)
 #   GPU_CHECK_BUDGET_S=470      wall-clock budget of the whole check, in seconds
+#   GPU_CHECK_SCAN_BLOCKS=1     1 (default): model.scan_blocks on, so the fine-tuning compile fits
+#                               the budget; 0: the unrolled encoders (the configs' default)
 #   PYTHON, TORCH_PYTHON        interpreters for the JAX and the torch parts (default: .venv's
 #                               python if present, else python3; TORCH_PYTHON defaults to PYTHON).
 #                               The torch part is skipped when TORCH_PYTHON cannot import torch.

@@ -47,12 +47,17 @@ def get_config() -> ml_collections.ConfigDict:
                                                # configs/demo.py RGB-only, 375 steps on this CPU:
                                                # 1.0 -> 48.6 mm source EPE, 10.0 -> 59.8 mm
     c.model.stem_pool = True                   # ResNet's max-pool after conv1 (torchvision)
-    c.model.scan_blocks = True                 # each encoder stage's identical blocks as one
-                                               # nn.scan loop: the same function, compiled once
-                                               # per stage, not per block (ResNet-101 has 33);
-                                               # compile time at this config: benchmarks/README
-                                               # "Compile time". Changes the encoders' variable
-                                               # layout (stacked layer{s}_blocks, models/resnet.py)
+    c.model.scan_blocks = False                # True: each encoder stage's identical blocks as
+                                               # one nn.scan loop (the same function, compiled
+                                               # once per stage, not per block). Measured at this
+                                               # config: compile 2.9x (pre-training) and 5.5x
+                                               # (fine-tuning) faster on a 2-core CPU, but on an
+                                               # H200 the pre-training step runs at 310 images/s
+                                               # scanned against 435 unrolled (compile 54 s vs
+                                               # 112 s), so long runs keep it off; turn it on to
+                                               # iterate (benchmarks/README "Compile time"). It
+                                               # changes the encoders' variable layout (stacked
+                                               # layer{s}_blocks, models/resnet.py).
     c.model.num_deconv = 3                     # decoder upsamplings (SimpleBaseline: 3); output
                                                # = input * 2**num_deconv / (32, or 16 without
                                                # the stem pool)

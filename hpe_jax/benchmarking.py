@@ -458,8 +458,9 @@ def run_benchmarks(
         "device_kind": device.device_kind,
         "devices": jax.local_device_count(),
         "jax_version": jax.__version__,
-        "model": {k: config.model[k] for k in ("resnet_depth", "width", "deconv_features",
-                                               "proj_hidden", "proj_dim", "dtype")},
+        "model": {**{k: config.model[k] for k in ("resnet_depth", "width", "deconv_features",
+                                                  "proj_hidden", "proj_dim", "dtype")},
+                  "scan_blocks": bool(config.model.get("scan_blocks", False))},
         "input_size": config.data.input_size,
         "timing": {"steps": steps, "repeats": repeats, "warmup": warmup},
     }
