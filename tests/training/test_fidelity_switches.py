@@ -88,6 +88,7 @@ def _adam_count(state) -> int:
     return int([n for n in nodes if isinstance(n, optax.ScaleByAdamState)][0].count)
 
 
+@pytest.mark.slow
 def test_finetune_reset_optimizer_restarts_adam_at_the_switch_and_survives_resume(
         tiny_data_dir, tmp_path):
     """finetune.reset_optimizer=True: Adam's count (and moments) restart at the switch, so after

@@ -71,6 +71,7 @@ def test_non_finite_loss_stops_with_step_and_term(tiny_data_dir, tmp_path):
         loop.train(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tiny_data_dir, tmp_path):
     workdir = str(tmp_path / "run")
     cmd = [sys.executable, "-m", "tools.train", "--config=configs/smoke.py",

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -30,6 +31,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_follow_the_single_process_trajectory():
     single = subprocess.run([sys.executable, WORKER, "1", "0", "0"], env=_env(4), cwd=REPO,
                             capture_output=True, text=True, timeout=600)

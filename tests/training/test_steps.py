@@ -100,6 +100,7 @@ _MULTI = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_pretrain_step_on_4_devices_equals_1_device():
     here = os.path.dirname(__file__)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
@@ -178,6 +179,7 @@ def test_finetune_bn_stats_refuses_unknown_mode():
                        bn_stats="domain")
 
 
+@pytest.mark.slow
 def test_pretrain_step_with_scanned_blocks_equals_unrolled():
     # model.scan_blocks changes how the encoders are compiled, not what the step computes: the
     # same variables (stacked for the scanned layout) give the same losses, gradients and

@@ -103,6 +103,7 @@ def test_labelled_split_is_read_and_its_photos_leave_train(tmp_path):
     assert np.abs(test["labelled/0.png"]["keypoints_3d"]).sum() > 0
 
 
+@pytest.mark.slow
 def test_adapt_to_a_photo_folder_end_to_end(tiny_data_dir, tmp_path):
     """Pre-train on source_tiny, fine-tune on 32 photos as the target, evaluate on test.json."""
     from helpers import tiny_config
