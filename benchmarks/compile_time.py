@@ -59,7 +59,7 @@ def measure(config_path: str, step_name: str, scan_blocks: bool, batch: int) -> 
     import optax  # noqa: PLC0415
 
     jax.config.update("jax_enable_compilation_cache", False)
-    from hpe_jax import benchmarking  # noqa: PLC0415
+    from hpe_jax.experiments import benchmarking  # noqa: PLC0415
     from hpe_jax.objectives.pseudo_labels import normalized_template  # noqa: PLC0415
     from hpe_jax.training import steps  # noqa: PLC0415
     from hpe_jax.training.factory import build_model  # noqa: PLC0415

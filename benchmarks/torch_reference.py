@@ -17,7 +17,7 @@ the two projection heads) and the same step as `hpe_jax.training.steps.pretrain_
 default loss switches: both views stacked along the batch, L_s = M(y_R) + M(y_D) + M(y_F) on the
 first view, the four NT-Xent terms of Eq. 3 (paper form, tau 0.5), lambda_c 0.1, Adam with betas
 (0.9, 0.99). `--model=resnet` is a plain ResNet classifier step (softmax cross-entropy, Adam),
-as `hpe_jax.benchmarking.benchmark_resnet_classifier`.
+as `hpe_jax.experiments.benchmarking.benchmark_resnet_classifier`.
 
 Timing: `--warmup` untimed steps, then `--repeats` runs of `--steps` steps, each ending with a
 device synchronisation; images/s counts the examples of the batch (for `dual`, a labelled

@@ -9,7 +9,7 @@ import numpy as np
 from flax import traverse_util
 
 from configs import smoke
-from hpe_jax.benchmarking import synthetic_labelled_batch, synthetic_unlabelled_batch
+from hpe_jax.experiments.benchmarking import synthetic_labelled_batch, synthetic_unlabelled_batch
 
 
 def tiny_config(data_dir: str = "") -> ml_collections.ConfigDict:

@@ -35,7 +35,7 @@ _ROWS = flags.DEFINE_list("rows", None, "Table 4ft: only these row indices (0-ba
 def main(argv: list[str]) -> None:
     del argv
     cli.split_cpu_into_devices(_CPU_DEVICES.value)
-    from hpe_jax.ablation import run_table  # noqa: PLC0415
+    from hpe_jax.experiments.ablation import run_table  # noqa: PLC0415
 
     config = _CONFIG.value
     if not config.data.data_dir:

@@ -16,8 +16,8 @@ On a GPU add --config.model.dtype=bfloat16 (parameters stay float32). The input-
 benchmark reads config.data.source / target from config.data.data_dir; --prepare_data builds
 them first if they are missing (e.g. --config.data.source=synthetic_hands/source_tiny
 --config.data.target=synthetic_hands/target_tiny build in seconds). The JSON goes to --output
-and to stdout; see hpe_jax/benchmarking.py for what each number means (FLOPs and MFU are the
-analytic count of hpe_jax/flops.py, XLA's count beside it).
+and to stdout; see hpe_jax/experiments/benchmarking.py for what each number means (FLOPs and
+MFU are the analytic count of hpe_jax/flops.py, XLA's count beside it).
 
 TensorFlow is imported only for the pipeline benchmark, so the rest runs on machines without it.
 Compiled steps go to the persistent compilation cache (hpe_jax/compile_cache.py): a repeated run
@@ -67,7 +67,8 @@ def _prepare(config) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    from hpe_jax import benchmarking, compile_cache  # noqa: PLC0415
+    from hpe_jax import compile_cache  # noqa: PLC0415
+    from hpe_jax.experiments import benchmarking  # noqa: PLC0415
 
     unknown = [b for b in _BENCHMARKS.value if b not in benchmarking.ALL_BENCHMARKS]
     if unknown:

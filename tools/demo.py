@@ -42,7 +42,7 @@ def main(argv: list[str]) -> None:
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.set_visible_devices([], "GPU")
-    from hpe_jax.demo import run_demo  # noqa: PLC0415
+    from hpe_jax.experiments.demo import run_demo  # noqa: PLC0415
 
     config = _CONFIG.value
     config.data.data_dir = os.path.abspath(_DATA_DIR.value)

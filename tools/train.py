@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     tf.config.set_visible_devices([], "GPU")
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
-    from hpe_jax.demo import prepare_datasets  # noqa: PLC0415
+    from hpe_jax.data.prepare import prepare_datasets  # noqa: PLC0415
     from hpe_jax.training.loop import train  # noqa: PLC0415
 
     if jax.process_index() == 0:

@@ -186,7 +186,7 @@ def test_pretrain_step_with_scanned_blocks_equals_unrolled():
     # BatchNorm statistics. ResNet-34 (3, 4, 6, 3 blocks), so every stage really loops.
     from flax import traverse_util  # noqa: PLC0415
 
-    from hpe_jax.benchmarking import host_init  # noqa: PLC0415
+    from hpe_jax.experiments.benchmarking import host_init  # noqa: PLC0415
     from hpe_jax.models.resnet import scan_variables, unscan_variables  # noqa: PLC0415
 
     config = tiny_config()

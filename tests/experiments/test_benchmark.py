@@ -1,4 +1,5 @@
-"""Smoke test of the throughput benchmark (hpe_jax/benchmarking.py, tools/benchmark.py)."""
+"""Smoke test of the throughput benchmark (hpe_jax/experiments/benchmarking.py and
+tools/benchmark.py)."""
 
 import json
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import tiny_config
 
-from hpe_jax import benchmarking
+from hpe_jax.experiments import benchmarking
 
 
 def test_flops_of_reads_both_cost_analysis_forms():
@@ -77,7 +78,7 @@ def _run_tool(tmp_path, *args, timeout=600):
     blocked.mkdir(exist_ok=True)
     for name in ("tensorflow", "tensorflow_datasets", "clu"):
         (blocked / f"{name}.py").write_text(f"raise ImportError('{name} is blocked by the test')\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocked), root]))
     return subprocess.run([sys.executable, "-m", "tools.benchmark", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=timeout)

@@ -154,7 +154,8 @@ def _with_flops(result: dict, count: analytic.FlopCount, xla_flops_per_device: f
 
 
 # ---------------------------------------------------------------------------------------------
-# Synthetic, device-resident batches in the pipeline's format
+# Synthetic batches in the pipeline's format. They stay here, not in hpe_jax/data: importing that
+# package registers the TFDS builders (TensorFlow), which the GPU check must run without.
 
 
 def synthetic_labelled_batch(n: int, input_size: int, output_size: int, *, seed: int = 0,

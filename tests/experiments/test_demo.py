@@ -6,7 +6,7 @@ import os
 import numpy as np
 from helpers import tiny_config
 
-from hpe_jax import demo
+from hpe_jax.experiments import demo
 from hpe_jax.training import loop
 
 

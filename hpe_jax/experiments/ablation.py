@@ -20,7 +20,7 @@ import shutil
 import ml_collections
 from absl import logging
 
-from hpe_jax.demo import override, prepare_datasets
+from hpe_jax.data.prepare import prepare_datasets
 
 _PRE = {"finetune.epochs": 0}
 TABLE4 = (
@@ -49,6 +49,18 @@ COLUMNS = (("known_root/epe_mean_mm", "EPE (mm)"), ("known_root/auc_20_50", "AUC
            ("pck_2d", "PCK@0.05"))
 
 
+def _with_fields(config: ml_collections.ConfigDict, fields: dict) -> ml_collections.ConfigDict:
+    """A copy of `config` with the row's dotted fields set (ml_collections' own flattened update,
+    on a locked copy so that a misspelt field is a KeyError, not a new field)."""
+    row = config.copy_and_resolve_references()
+    was_locked = row.is_locked
+    row.lock()
+    row.update_from_flattened_dict(fields)
+    if not was_locked:
+        row.unlock()
+    return row
+
+
 def _slug(label: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
 
@@ -73,7 +85,7 @@ def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
     rows = []
     for label, fields in rows_spec:
         row_dir = os.path.join(workdir, f"table{table}", _slug(label))
-        row_config = override(config, fields)
+        row_config = _with_fields(config, fields)
         if table == "4" and label in ("+L_l", "+L_d"):
             _seed_from(os.path.join(workdir, "table4", _slug("+L_c")), row_dir, pretrain_steps)
         logging.info("=== Table %s row %s ===", table, label)
@@ -101,7 +113,7 @@ def _run_finetune_rows(config: ml_collections.ConfigDict, workdir: str,
             continue
         row_dir = os.path.join(workdir, "table4ft", _slug(label))
         _seed_from(pretrained, row_dir, switch)
-        row_config = override(config, fields or {})
+        row_config = _with_fields(config, fields or {})
         logging.info("=== Table 4 (fine-tuning) row %s ===", label)
         if fields is not None:
             loop.train(row_config, row_dir)

@@ -25,6 +25,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from hpe_jax.data.prepare import prepare_datasets
+
 HEADLINE = (
     ("known_root/epe_mean_mm", "3D EPE (mm, root and scale known)", "lower"),
     ("known_root/auc_20_50", "3D PCK AUC 20-50 mm", "higher"),
@@ -53,39 +55,11 @@ GLOSSARY = (
 DOMAINS = ("source", "target")
 
 
-def prepare_datasets(config: ml_collections.ConfigDict) -> None:
-    """Builds (once) the rendered datasets the config names, with parallel rendering.
-
-    Only `synthetic_hands` is built here: it needs no download. Real datasets are built by the
-    user with tools/tfds_build.py from their own download (the pipeline says so if one is
-    missing).
-    """
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-
-    import hpe_jax.data  # noqa: F401, PLC0415  (registers the builders)
-
-    os.environ.setdefault("HPE_JAX_RENDER_WORKERS", str(os.cpu_count() or 1))
-    for name in (config.data.source, config.data.target):
-        if not name.startswith("synthetic_hands"):
-            continue
-        builder = tfds.builder(name, data_dir=config.data.data_dir or None)
-        if not builder.is_prepared():
-            logging.warning("Rendering %s into %s (once)", name, builder.data_dir)
-            builder.download_and_prepare()
-
-
-def override(config: ml_collections.ConfigDict, fields: dict) -> ml_collections.ConfigDict:
-    """A copy of `config` with dotted fields replaced, e.g. {"loss.use_depth": False}."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    for key, value in fields.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for name in parents:
-            node = node[name]
-        if leaf not in node:
-            raise KeyError(f"config has no field {key!r}")
-        node[leaf] = value
-    return config
+def _stopping_at(config: ml_collections.ConfigDict, step: int) -> ml_collections.ConfigDict:
+    """A copy of `config` whose training stops after `step` (the pre-training stage's end)."""
+    stopping = config.copy_and_resolve_references()
+    stopping.stop_after_steps = step
+    return stopping
 
 
 class _Stages:
@@ -276,7 +250,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     else:
         # Stop at the switch so the synthetic-only baseline can be evaluated, then resume.
         stages.run("pre-training", lambda: loop.train(
-            override(config, {"stop_after_steps": switch}), train_dir) and None,
+            _stopping_at(config, switch), train_dir) and None,
             done=have >= switch)
     datasets = {"source": config.data.source, "target": config.data.target}
     for d in DOMAINS:
