@@ -13,7 +13,6 @@ TORCH_VENV = "/tmp/torchenv/bin/python"  # benchmarks/README.md's optional torch
 
 
 @pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils' timeout")
-@pytest.mark.slow
 def test_gpu_check_runs_on_cpu_at_tiny_size(tmp_path):
     blocked = tmp_path / "blocked"
     blocked.mkdir()

@@ -84,7 +84,6 @@ def _run_tool(tmp_path, *args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.slow
 def test_tool_runs_without_tensorflow(tmp_path):
     out = tmp_path / "bench.json"
     proc = _run_tool(
