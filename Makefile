@@ -51,9 +51,9 @@ reproduce: setup
 # worker. Only crashes: --only-rerun names no real exception, so an ordinary failure (an assertion,
 # an error) is never rerun; the plugin reschedules a crashed worker's test apart from that filter.
 #
-# `make test` (what CI runs) leaves out the tests marked `slow`: end-to-end and multi-process runs
-# of a minute or more each whose behaviour the fast set also reaches by a shorter path (listed in
-# the README); `make test-all` runs every test (about 18 minutes on a 2-core CPU).
+# `make test` (what CI runs) leaves out the six tests marked `slow`: end-to-end and multi-process
+# runs of a minute or more each (listed in the README), kept near 10 minutes; `make test-all` runs
+# every test (about 18 minutes on a 2-core CPU): run it before changing what those tests cover.
 PYTEST := $(PY) -m pytest -q -n 2 --reruns 1 --only-rerun=OnlyWorkerCrashesAreRerun
 test: setup
 	$(PY) -m ruff check hpe_jax configs tools tests
