@@ -57,6 +57,7 @@ class LossConfig:
     heatmap_sigma: float = 1.0
     heatmap_pseudo_weight: float = 0.0
     pseudo_on: str = "both"
+    supervise_positives: bool = False
 
     def __post_init__(self):
         if self.contrast_mode not in CONTRAST_MODES:
@@ -139,11 +140,18 @@ def pretrain_losses(
 
     `outputs` come from one apply on the two views stacked along the batch axis (first half: the
     geometric view G(x), G(d); second half: the texture-augmented positives). L_s supervises the
-    first half; the switches `use_depth`, `use_fused`, `use_contrast` give the ablations of
-    Table 4.
+    first half (and, with `supervise_positives`, the second half too, averaged); the switches
+    `use_depth`, `use_fused`, `use_contrast` give the ablations of Table 4.
     """
     view, pos = _split(outputs, batch["image"].shape[0])
     total, metrics = supervised_loss(view, batch, loss)
+    if loss.supervise_positives:
+        # The positives are T(G(x)): the same geometry, so the same labels. Their outputs are
+        # computed for L_c anyway; supervising them too doubles the labelled signal per step at
+        # no extra network cost. Averaged, so L_s keeps its scale against lambda_c L_c.
+        total_pos, _ = supervised_loss(pos, batch, loss)
+        total = 0.5 * (total + total_pos)
+        metrics["L_s"] = total
     if loss.use_contrast:
         terms = contrastive_terms(view, pos, loss, axis_name)
         l_c = sum(terms.values())

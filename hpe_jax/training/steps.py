@@ -45,10 +45,21 @@ def pretrain_step(
     *,
     model: nn.Module,
     loss: LossConfig,
+    fused_depth: str = "measured",
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
-    """One pre-training step on a labelled multimodal batch (pipeline keys, per device)."""
+    """One pre-training step on a labelled multimodal batch (pipeline keys, per device).
+
+    fused_depth: the depth map behind the fused way's attention. 'measured' (the paper): the
+      batch's depth, the same input as the depth way. 'predicted': the RGB way's own predicted
+      depth map (upsampled, stop-gradient), exactly the input the teacher's second pass gets in
+      fine-tuning (`two_pass`); the depth encoder then runs twice (measured for the depth way,
+      predicted for the fused way).
+    """
     del rng  # the model is deterministic; augmentation randomness lives in the input pipeline
+    if fused_depth not in FUSED_DEPTH_MODES:
+        raise ValueError(f"pretrain.fused_depth={fused_depth!r} is not one of "
+                         f"{FUSED_DEPTH_MODES}.")
     two_views = loss.use_contrast
     rgb = batch["image"]
     depth = batch.get("depth") if loss.needs_depth else None
@@ -56,11 +67,23 @@ def pretrain_step(
         rgb = jnp.concatenate([rgb, batch["image_pos"]], 0)
         if depth is not None:
             depth = jnp.concatenate([depth, batch["depth_pos"]], 0)
+    predicted = fused_depth == "predicted" and loss.use_fused
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        outputs, updated = model.apply(variables, rgb=rgb, depth=depth, train=True,
-                                       mutable=["batch_stats"])
+        if not predicted:
+            outputs, updated = model.apply(variables, rgb=rgb, depth=depth, train=True,
+                                           mutable=["batch_stats"])
+        else:
+            ways = ("rgb", "depth") if loss.use_depth else ("rgb",)
+            outputs, updated = model.apply(variables, rgb=rgb, depth=depth, train=True,
+                                           ways=ways, mutable=["batch_stats"])
+            d_r = jax.lax.stop_gradient(_upsample_depth(outputs["rgb"]["depth_map"],
+                                                        rgb.shape[1]))
+            variables = {"params": params, "batch_stats": updated["batch_stats"]}
+            fused, updated = model.apply(variables, rgb=rgb, depth=d_r, train=True,
+                                         ways=("fused",), mutable=["batch_stats"])
+            outputs = {**outputs, **fused}
         total, metrics = pretrain_losses(outputs, batch, loss, axis_name)
         return total, (metrics, updated["batch_stats"])
 
@@ -87,7 +110,8 @@ def _finish_step(
 def bind_pretrain(model: nn.Module, config: ml_collections.ConfigDict) -> Callable:
     """`pretrain_step` for `config`, pmapped over the 'batch' axis: `(state, batch, rng)` with
     a leading device axis on each, donating the old state."""
-    return _pmapped(pretrain_step, model, LossConfig.from_config(config.loss))
+    return _pmapped(pretrain_step, model, LossConfig.from_config(config.loss),
+                    fused_depth=config.pretrain.get("fused_depth", "measured"))
 
 
 def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template: Any,
@@ -151,6 +175,7 @@ def _upsample_depth(depth_map: jnp.ndarray, size: int) -> jnp.ndarray:
 
 
 BN_STATS_MODES = ("shared", "target")
+FUSED_DEPTH_MODES = ("measured", "predicted")
 
 
 def two_pass(

@@ -69,6 +69,31 @@ def test_heatmap_pseudo_weight_adds_the_kl_of_kept_pseudo_labels_to_l_l():
     np.testing.assert_allclose(float(again[1]["L_l/heatmap"]), heat, rtol=1e-6)
 
 
+def test_supervise_positives_averages_l_s_over_both_views():
+    """loss.supervise_positives: L_s is the mean of M over the view and its texture-augmented
+    positive (same labels); off (the paper), the positives only feed L_c."""
+    rng = np.random.default_rng(2)
+    n = 2
+    both = {way: _prediction(rng, n=2 * n) for way in ("rgb", "depth", "fused")}
+    for way in both.values():
+        way["projection"] = rng.normal(size=(2 * n, 8)).astype(np.float32)
+    labels = _prediction(rng, n=n)
+    batch = {"image": np.zeros((n, 8, 8, 3), np.float32), "uv": labels["uv"], "z": labels["z"],
+             "mask": labels["mask"], "depth_target": labels["depth_map"],
+             "visibility": np.ones((n, 21), np.float32)}
+    half = {k: {w: {f: v[f][:n] if k == "view" else v[f][n:] for f in v} for w, v in both.items()}
+            for k in ("view", "pos")}
+    config = _loss_config(use_contrast=False)
+    l_view = float(losses.supervised_loss(half["view"], batch, config)[0])
+    l_pos = float(losses.supervised_loss(half["pos"], batch, config)[0])
+    off = losses.pretrain_losses(both, batch, config, None)
+    on = losses.pretrain_losses(both, batch, _loss_config(use_contrast=False,
+                                                          supervise_positives=True), None)
+    np.testing.assert_allclose(float(off[0]), l_view, rtol=1e-5)
+    np.testing.assert_allclose(float(on[0]), 0.5 * (l_view + l_pos), rtol=1e-5)
+    np.testing.assert_allclose(float(on[1]["L_s"]), float(on[0]), rtol=1e-6)
+
+
 def test_contrast_reduction_sum_is_the_mean_times_the_batch():
     rng = np.random.default_rng(0)
     z, zp = rng.normal(size=(2, 12, 16)).astype(np.float32)

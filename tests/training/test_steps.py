@@ -227,3 +227,33 @@ def test_pretrain_step_with_scanned_blocks_equals_unrolled():
         np.testing.assert_allclose(g_b[k], g_a[k], rtol=1e-3, atol=1e-5 * scale, err_msg=str(k))
     for k in s_a:
         np.testing.assert_allclose(s_b[k], s_a[k], rtol=1e-5, atol=1e-6, err_msg=str(k))
+
+
+@pytest.mark.parametrize("fused_depth", ["measured", "predicted"])
+def test_pretrain_fused_depth_source(fused_depth):
+    """pretrain.fused_depth='predicted': the fused way's attention comes from the RGB way's own
+    depth map, so the fused way's losses do not change when the measured depth does (the
+    depth way's do); 'measured' (the paper): they do."""
+    config = tiny_config()
+    config.pretrain.fused_depth = fused_depth
+    model, state = _state(config)
+    step = steps.bind_pretrain(model, config)
+    rng = jax.random.split(jax.random.PRNGKey(0), 1)
+    batch = labelled_batch(2)
+    other = dict(batch, depth=np.flip(batch["depth"], axis=1).copy(),
+                 depth_pos=np.flip(batch["depth_pos"], axis=1).copy())
+    _, m1 = step(steps.replicate(state), shard(batch, 1), rng)
+    _, m2 = step(steps.replicate(state), shard(other, 1), rng)
+    assert not np.isclose(float(m1["M_depth/pose"][0]), float(m2["M_depth/pose"][0]))
+    same_fused = np.isclose(float(m1["M_fused/total"][0]), float(m2["M_fused/total"][0]),
+                            rtol=1e-6)
+    assert same_fused == (fused_depth == "predicted")
+
+
+def test_pretrain_fused_depth_refuses_unknown_mode():
+    config = tiny_config()
+    config.pretrain.fused_depth = "guessed"
+    model, state = _state(config)
+    with pytest.raises(ValueError, match="fused_depth"):
+        steps.bind_pretrain(model, config)(steps.replicate(state), shard(labelled_batch(2), 1),
+                                           jax.random.split(jax.random.PRNGKey(0), 1))
