@@ -175,8 +175,10 @@ class DualModalityNet(nn.Module):
     """E_R, E_D (self-attended), fused E_R, the shared decoder, the two projection heads."""
 
     def __init__(self, depth: int, width: float, deconv: int, proj_hidden: int, proj_dim: int,
-                 eps: float = 1e-6, stem_pool: bool = True, num_deconv: int = 3):
+                 eps: float = 1e-6, stem_pool: bool = True, num_deconv: int = 3,
+                 fused_depth: str = "measured"):
         super().__init__()
+        self.fused_depth = fused_depth
         self.rgb_encoder = ResNet(depth, width, 3, stem_pool)
         self.depth_encoder = ResNet(depth, width, 1, stem_pool)
         c = self.rgb_encoder.out_channels
@@ -200,6 +202,13 @@ class DualModalityNet(nn.Module):
 
         out = {"rgb": self.head(self.rgb_encoder(rgb), self.rgb_projection)}
         out["depth"] = self.head(self.depth_encoder(depth, self_attend), self.depth_projection)
+        if self.fused_depth == "predicted":
+            # pretrain.fused_depth='predicted': the attention of the fused way comes from the
+            # RGB way's own depth map (upsampled, clipped, no gradient), one more E_D pass.
+            d_r = F.interpolate(out["rgb"]["depth_map"].detach(), size=rgb.shape[-2:],
+                                mode="bilinear", align_corners=False).clamp(-1.0, 1.0)
+            weights.clear()
+            self.depth_encoder(d_r, self_attend)
         s_f = self.rgb_encoder(rgb, lambda site, f: weights[site] * f)
         out["fused"] = self.head(s_f, self.rgb_projection)
         return out
@@ -263,7 +272,7 @@ def make_step(args, device, memory_format):
     if args.model == "dual":
         model = DualModalityNet(args.depth, args.width, args.deconv_features, args.proj_hidden,
                                 args.proj_dim, stem_pool=not args.no_stem_pool,
-                                num_deconv=args.num_deconv)
+                                num_deconv=args.num_deconv, fused_depth=args.fused_depth)
         batch = synthetic_batch(n, args.image_size, device, memory_format)
         rgb = torch.cat([batch["image"], batch["image_pos"]])
         depth = torch.cat([batch["depth"], batch["depth_pos"]])
@@ -333,6 +342,8 @@ def main():
     p.add_argument("--no_stem_pool", action="store_true",
                    help="drop the max-pool after conv1 (model.stem_pool=False)")
     p.add_argument("--num_deconv", type=int, default=3, help="decoder upsamplings")
+    p.add_argument("--fused_depth", choices=["measured", "predicted"], default="measured",
+                   help="pretrain.fused_depth: the depth map behind the fused way's attention")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)

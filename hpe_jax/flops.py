@@ -196,7 +196,8 @@ def pretrain_step(config: ml_collections.ConfigDict) -> FlopCount:
     """FLOPs of `training.steps.pretrain_step` at `config.pretrain.batch_size` (global).
 
     Both views run through the network (2B examples) when `loss.use_contrast`; the loss switches
-    decide which ways, decoder outputs and projections are used, as in the step.
+    decide which ways, decoder outputs and projections are used, as in the step; with
+    `pretrain.fused_depth='predicted'` E_D runs twice (measured depth, then the predicted map).
     """
     loss = config.loss
     b = config.pretrain.batch_size
@@ -218,7 +219,15 @@ def pretrain_step(config: ml_collections.ConfigDict) -> FlopCount:
             terms.append(("rgb", "depth"))
     projections = tuple(w for w in ways if any(w in t for t in terms))
     c = FlopCount()
-    network(c, config, n=n, train=True, ways=ways, heads=ways, projections=projections)
+    if config.pretrain.get("fused_depth", "measured") == "predicted" and loss.use_fused:
+        # The fused way in its own apply on the RGB way's depth map: E_D runs a second time.
+        first = tuple(w for w in ways if w != "fused")
+        network(c, config, n=n, train=True, ways=first, heads=first,
+                projections=tuple(p for p in projections if p != "fused"))
+        network(c, config, n=n, train=True, ways=("fused",), heads=("fused",),
+                projections=tuple(p for p in projections if p == "fused"))
+    else:
+        network(c, config, n=n, train=True, ways=ways, heads=ways, projections=projections)
     if loss.use_contrast and loss.contrast_mode != "l1_align":
         for _ in terms:
             _nt_xent(c, b, config.model.proj_dim, loss.contrast_variant)

@@ -117,6 +117,23 @@ def test_loss_switches_and_phases():
     assert sum(ft.backward.values()) > sum(ft.forward.values())
 
 
+def test_fused_depth_predicted_adds_one_trained_depth_encoder_pass():
+    """pretrain.fused_depth='predicted' runs E_D a second time (on the RGB way's depth map),
+    trained (its weights get the fused way's gradient); nothing else changes in the convs."""
+    config = tiny_config()
+    measured = flops.pretrain_step(config)
+    config.pretrain.fused_depth = "predicted"
+    predicted = flops.pretrain_step(config)
+    m = flops._model_config(config)
+    one = flops.FlopCount()
+    flops.encoder(one, in_channels=1, depth=m["depth"], width=m["width"], size=m["size"],
+                  n=2 * config.pretrain.batch_size, train=True, stem_pool=m["stem_pool"])
+    for part in ("forward", "backward"):
+        extra = getattr(predicted, part)["conv"] - getattr(measured, part)["conv"]
+        assert extra == pytest.approx(getattr(one, part)["conv"])
+    assert one.forward["conv"] > 0
+
+
 def test_stride16_encoder_with_two_deconvs_keeps_the_output_size():
     """The CPU configs' variant (no stem pool, two upsamplings): same S/4 heads, more work."""
     config = cpu_config()
