@@ -1,0 +1,83 @@
+"""Where a repeated run's compile time goes: tracing, lowering, and XLA compiling or loading.
+
+Lowers and compiles the bound pre-training and fine-tuning steps of the paper config
+(configs/default.py, scanned blocks, batch 2 / 2 + 2, as benchmarks/README.md's cache table)
+with the persistent compilation cache in `--cache_dir`, and records JAX's own compile-event
+durations (`jax.monitoring`): on a warm cache, "backend_compile_duration" is the time to load the
+cached executable.
+
+    .venv/bin/python benchmarks/cache_split.py --cache_dir=/tmp/cache \
+        --output=benchmarks/results_cpu/cache_paper_warm_split.json
+
+Run it after `tools.benchmark` has filled the cache with the same config (README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import optax
+
+from configs import default
+from hpe_jax import compile_cache, config_checks
+from hpe_jax.experiments import benchmarking
+from hpe_jax.objectives.pseudo_labels import normalized_template
+from hpe_jax.training import steps
+from hpe_jax.training.factory import build_model
+from hpe_jax.training.optim import make_optimizer
+from hpe_jax.training.state import TrainState
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache_dir", required=True, help="persistent compilation cache")
+    parser.add_argument("--output", required=True, help="JSON file to write")
+    args = parser.parse_args()
+    compile_cache.enable(args.cache_dir)
+    c = default.get_config()
+    c.model.scan_blocks = True
+    c.pretrain.batch_size = 2
+    c.finetune.batch_size = 2
+    c.finetune.unlabelled_batch_size = 2
+    config_checks.resolve(c)
+    out = {}
+    for phase in ("pretrain", "finetune"):
+        model = build_model(c.model, "batch")
+        tx = make_optimizer(optax.constant_schedule(c.pretrain.lr), c.optim.b1, c.optim.b2,
+                            c.optim.clip_norm)
+        state = TrainState.create(benchmarking.host_init(model, c.data.input_size), tx)
+        if phase == "pretrain":
+            step = steps.bind_pretrain(model, c)
+        else:
+            state = state.with_teacher()
+            step = steps.bind_finetune(model, c, normalized_template())
+        host_batch, _ = benchmarking._phase_batch(c, phase)
+        batch = benchmarking.to_devices(host_batch, 1)
+        rstate = steps.replicate(state)
+        rngs = jax.random.split(jax.random.PRNGKey(0), 1)
+        events: list[tuple[str, float]] = []
+
+        def listener(event: str, seconds: float, **_) -> None:
+            events.append((event, round(seconds, 2)))  # noqa: B023  (used within the loop)
+
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        t0 = time.perf_counter()
+        lowered = step.lower(rstate, batch, rngs)
+        t1 = time.perf_counter()
+        lowered.compile()
+        t2 = time.perf_counter()
+        jax.monitoring.unregister_event_duration_listener(listener)
+        out[phase] = {"trace_and_lower_s": round(t1 - t0, 2),
+                      "compile_or_load_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2),
+                      "events": [e for e in events if e[1] > 0.2]}
+        print(phase, out[phase], flush=True)
+    with open(args.output, "w") as f:
+        json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
