@@ -170,6 +170,12 @@ def get_config() -> ml_collections.ConfigDict:
                                                # low fine-tuning lr) or True = reset to a fresh
                                                # Adam (a new optimizer for the fine-tuning stage;
                                                # the paper is silent); the lr schedule continues
+    c.finetune.adabn_batches = 0               # > 0: at the switch, the BatchNorm running
+                                               # statistics (student and teacher) become the
+                                               # mean batch statistics of this many target
+                                               # batches (AdaBN), so the first pseudo-labels
+                                               # are not made with source statistics; 0: off
+                                               # (the paper is silent)
     c.finetune.bn_stats = "shared"             # which passes write BatchNorm running statistics
                                                # in fine-tuning: "shared" (source + both target
                                                # passes, the paper is silent) or "target" (the

@@ -182,10 +182,44 @@ class DualModalityNet(nn.Module):
         """The RGB-only prediction y_R (evaluation and export): the 'rgb' dict of `__call__`."""
         return self(rgb=rgb, train=train)["rgb"]
 
+    def two_pass(self, rgb: Array, *, train: bool = False, keep_first_pass_stats: bool = False
+                 ) -> tuple[dict[str, Array], dict[str, Array]]:
+        """The fine-tuning teacher's and student's inference on RGB alone: pass 1 (E_R + D)
+        gives y_R with its depth map d_R; pass 2 feeds the image with d_R (upsampled to the
+        input size, clipped, a stop-gradient input: pass 2 refines, it does not train pass 1's
+        depth head through the depth encoder) through E_D and the attention, giving y_F.
+
+        Args:
+          rgb: (N, S, S, 3). train: BatchNorm in training mode (apply with
+            mutable=['batch_stats']: the running statistics are threaded through both passes).
+          keep_first_pass_stats: in training mode, also sow the running statistics as they
+            stand after pass 1 into the 'first_pass' collection (apply with it mutable), for
+            callers that keep pass 1's statistics for the RGB path (`finetune.bn_stats`).
+        Returns:
+          (y_R, y_F), each the decoder dict of `__call__`.
+        """
+        y_r = self(rgb=rgb, train=train, ways=("rgb",))["rgb"]
+        if train and keep_first_pass_stats:
+            # A copy of the containers: `self.variables` is a live view that pass 2's updates
+            # would overwrite (the arrays themselves are immutable).
+            self.sow("first_pass", "batch_stats",
+                     jax.tree_util.tree_map(lambda x: x, self.variables["batch_stats"]))
+        d_r = jax.lax.stop_gradient(upsample_depth(y_r["depth_map"], rgb.shape[1]))
+        y_f = self(rgb=rgb, depth=d_r, train=train, ways=("fused",))["fused"]
+        return y_r, y_f
+
     def _head(self, s: Array, projection: nn.Module, train: bool) -> dict[str, Array]:
         y = self.decoder(s, train=train)
         y["projection"] = projection(s)
         return y
+
+
+def upsample_depth(depth_map: Array, size: int) -> Array:
+    """(N, s, s, 1) predicted normalised depth map -> (N, size, size, 1) depth-encoder input:
+    bilinear, clipped to the normalised range [-1, 1]."""
+    n = depth_map.shape[0]
+    up = jax.image.resize(depth_map, (n, size, size, 1), method="bilinear")
+    return jnp.clip(up, -1.0, 1.0)
 
 
 def _check_inputs(rgb: Array | None, depth: Array | None) -> None:

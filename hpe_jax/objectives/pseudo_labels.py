@@ -65,19 +65,16 @@ def template_from_bone_ratios(ratios: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def lift_25d(uv: Array, z: Array, K: Array) -> Array:
-    """(N, J, 2) px and (N, J) bone units -> (N, J, 3) 3D in reference-bone units (camera frame)."""
-    return camera.lift_25d(uv, z, K)[0]
-
-
 def drop_to_25d(xyz: Array, K: Array) -> tuple[Array, Array]:
-    """Inverse of `lift_25d` for a normalised 3D pose: (uv px, z root-relative bone units)."""
+    """Inverse of `camera.lift_25d` (without a scale) for a normalised 3D pose: (uv px, z
+    root-relative bone units)."""
     return camera.project(xyz, K), xyz[..., 2] - xyz[..., ROOT, None, 2]
 
 
 def corrected_25d(uv: Array, z: Array, K: Array, template: Array) -> tuple[Array, Array]:
     """rho applied to a 2.5D pose: lift, correct against `template`, project back."""
-    return drop_to_25d(correct_pose(lift_25d(uv, z, K), template), K)
+    xyz, _ = camera.lift_25d(uv, z, K)  # 3D in reference-bone units, camera frame
+    return drop_to_25d(correct_pose(xyz, template), K)
 
 
 def pseudo_label(poses_uv: Array, poses_z: Array) -> tuple[Array, Array]:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -299,6 +300,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                             and step == plan.pretrain_steps:
                         rstate = rstate.replace(
                             opt_state=jax.pmap(optim.reset_adam_moments)(rstate.opt_state))
+                    if config.finetune.get("adabn_batches", 0) > 0 \
+                            and step == plan.pretrain_steps:
+                        rstate = adapt_batch_stats(config, model, rstate)
                     logging.info("Step %d: switching to fine-tuning", step)
                 phase_start = step if want == "pretrain" else step - plan.pretrain_steps
                 if want == "finetune" and config.loss.get("epsilon_quantile", 0.0) > 0:
@@ -347,6 +351,33 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                 break
     manager.wait_until_finished()
     return jax_utils.unreplicate(rstate)
+
+
+def adapt_batch_stats(config: ml_collections.ConfigDict, model, rstate: TrainState
+                      ) -> TrainState:
+    """AdaBN at the switch: the student's and the teacher's BatchNorm running statistics
+    replaced by the mean over `finetune.adabn_batches` target batches (weak views) of the two
+    fine-tuning passes' batch statistics (`steps.target_batch_stats`).
+
+    Pre-trained statistics are those of source images; on the target they mis-normalise every
+    layer, so the first teachers' pseudo-labels (and epsilon, calibrated right after) come from
+    a model the target's own statistics would already improve. Runs once, after the switch
+    checkpoint is written, so a run resumed from that checkpoint adapts identically.
+    """
+    fn = steps.bind_target_batch_stats(model, config)
+    variables = rstate.variables
+    batches = _iterators(config, "finetune", 0)
+    n = int(config.finetune.adabn_batches)
+    total = None
+    for _ in range(n):
+        stats = fn(variables, next(batches)["target"]["image_weak"])
+        total = stats if total is None else jax.tree_util.tree_map(jnp.add, total, stats)
+    mean = jax.tree_util.tree_map(lambda x: x / n, total)
+    logging.info("AdaBN: BatchNorm statistics from %d target batches", n)
+    out = rstate.replace(batch_stats=mean)
+    if rstate.teacher_params is not None:
+        out = out.replace(teacher_batch_stats=jax.tree_util.tree_map(jnp.copy, mean))
+    return out
 
 
 EPSILON_FILE = "epsilon.json"

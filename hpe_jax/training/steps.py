@@ -24,8 +24,11 @@ import optax
 from flax import jax_utils
 
 from hpe_jax.hand.camera import apply_affine
+from hpe_jax.models.dual_modality import DualModalityNet, upsample_depth
 from hpe_jax.objectives.losses import (
+    Batch,
     LossConfig,
+    Metrics,
     distillation_loss,
     pretrain_losses,
     pseudo_label_loss,
@@ -33,9 +36,6 @@ from hpe_jax.objectives.losses import (
 )
 from hpe_jax.objectives.pseudo_labels import make_pseudo_labels
 from hpe_jax.training.state import TrainState, check_teacher, ema_update
-
-Batch = dict[str, jnp.ndarray]
-Metrics = dict[str, jnp.ndarray]
 
 
 def pretrain_step(
@@ -78,8 +78,8 @@ def pretrain_step(
             ways = ("rgb", "depth") if loss.use_depth else ("rgb",)
             outputs, updated = model.apply(variables, rgb=rgb, depth=depth, train=True,
                                            ways=ways, mutable=["batch_stats"])
-            d_r = jax.lax.stop_gradient(_upsample_depth(outputs["rgb"]["depth_map"],
-                                                        rgb.shape[1]))
+            d_r = jax.lax.stop_gradient(upsample_depth(outputs["rgb"]["depth_map"],
+                                                       rgb.shape[1]))
             variables = {"params": params, "batch_stats": updated["batch_stats"]}
             fused, updated = model.apply(variables, rgb=rgb, depth=d_r, train=True,
                                          ways=("fused",), mutable=["batch_stats"])
@@ -135,6 +135,12 @@ def bind_teacher_confidence(model: nn.Module, config: ml_collections.ConfigDict,
                     donate=False, template=_hashable(template))
 
 
+def bind_target_batch_stats(model: nn.Module, config: ml_collections.ConfigDict) -> Callable:
+    """`target_batch_stats` pmapped: `(variables, images)` -> BatchNorm statistics."""
+    return _pmapped(target_batch_stats, model, LossConfig.from_config(config.loss),
+                    donate=False)
+
+
 def _hashable(template: Any) -> tuple:
     return tuple(map(tuple, np.asarray(template, np.float32).tolist()))
 
@@ -147,8 +153,7 @@ def _pmapped(step: Callable, model: nn.Module, loss: LossConfig, donate: bool = 
              **options: Any) -> Callable:
     if "template" in options:
         options["template"] = jnp.asarray(options["template"], jnp.float32)
-    if step is not teacher_confidence:
-        options["axis_name"] = "batch"
+    options["axis_name"] = "batch"
     return jax.pmap(functools.partial(step, model=model, loss=loss, **options),
                     axis_name="batch", donate_argnums=(0,) if donate else ())
 
@@ -167,13 +172,6 @@ def replicate(tree: Any, devices: list | None = None) -> Any:
     return jax.pmap(lambda x: x, axis_name="batch", devices=devices)(copied)
 
 
-def _upsample_depth(depth_map: jnp.ndarray, size: int) -> jnp.ndarray:
-    """(N, s, s, 1) predicted depth map -> (N, size, size, 1) depth-encoder input (clipped)."""
-    n = depth_map.shape[0]
-    up = jax.image.resize(depth_map, (n, size, size, 1), method="bilinear")
-    return jnp.clip(up, -1.0, 1.0)
-
-
 BN_STATS_MODES = ("shared", "target")
 FUSED_DEPTH_MODES = ("measured", "predicted")
 
@@ -182,48 +180,62 @@ def two_pass(
     model: nn.Module, variables: dict, image: jnp.ndarray, *, train: bool,
     bn_stats: str = "shared",
 ) -> tuple[dict, dict, Any]:
-    """Pass 1 (RGB alone -> y_R with depth map d_R), pass 2 (RGB with d_R -> y_F).
-
-    The depth map fed to pass 2 is a stop-gradient input: pass 2 refines, it does not train
-    pass 1's depth head through the depth encoder. Returns (y_R, y_F, batch_stats).
+    """`DualModalityNet.two_pass` on `image` (N, S, S, 3): returns (y_R, y_F, batch_stats).
 
     In training mode both passes normalise with their own batch statistics; `bn_stats` only
     chooses which running statistics come back (what inference-mode BatchNorm later uses):
     'shared' threads them through both passes (the RGB encoder and the decoder end up averaging
     plain and attention-fused features); 'target' keeps pass 1's for the RGB encoder, the decoder
     and the projections (the statistics of the deployed RGB-only path) and takes only the depth
-    encoder's from pass 2 (its only pass).
+    encoder's from pass 2 (its only pass). In inference mode the variables' own come back.
     """
     if bn_stats not in BN_STATS_MODES:
         raise ValueError(f"finetune.bn_stats={bn_stats!r} is not one of {BN_STATS_MODES}.")
-    kwargs = {"mutable": ["batch_stats"]} if train else {}
-    out = model.apply(variables, rgb=image, depth=None, train=train, **kwargs)
-    out, stats = out if train else (out, {"batch_stats": variables["batch_stats"]})
-    y_r = out["rgb"]
-    first = stats["batch_stats"]
-    depth_in = jax.lax.stop_gradient(_upsample_depth(y_r["depth_map"], image.shape[1]))
-    variables = {"params": variables["params"], "batch_stats": first}
-    out = model.apply(variables, rgb=image, depth=depth_in, train=train, ways=("fused",),
-                      **kwargs)
-    out, stats = out if train else (out, stats)
-    final = stats["batch_stats"]
-    if bn_stats == "target":
+    if not train:
+        y_r, y_f = model.apply(variables, image, method=DualModalityNet.two_pass)
+        return y_r, y_f, variables["batch_stats"]
+    keep_first = bn_stats == "target"
+    (y_r, y_f), updated = model.apply(
+        variables, image, train=True, keep_first_pass_stats=keep_first,
+        method=DualModalityNet.two_pass, mutable=["batch_stats", "first_pass"])
+    final = updated["batch_stats"]
+    if keep_first:
+        first = updated["first_pass"]["batch_stats"][0]
         final = {**first, "depth_encoder": final["depth_encoder"]}
-    return y_r, out["fused"], final
+    return y_r, y_f, final
 
 
 def teacher_confidence(
     variables: dict, images: jnp.ndarray, K: jnp.ndarray, *, model: nn.Module,
-    loss: LossConfig, template: jnp.ndarray,
+    loss: LossConfig, template: jnp.ndarray, axis_name: str | None = None,
 ) -> jnp.ndarray:
     """C(r) of the pseudo-labels `variables` would give unlabelled `images` (N, S, S, 3) with
     output-resolution intrinsics K (N, 3, 3): (N,), as the fine-tuning step computes it (the
-    same two passes in inference mode). Used to calibrate epsilon before fine-tuning."""
+    same two passes in inference mode). Used to calibrate epsilon before fine-tuning.
+    `axis_name` is unused: per-image values need no reduction over devices (it is there so that
+    every bound step takes the same options)."""
+    del axis_name
     t_r, t_f, _ = two_pass(model, variables, images, train=False)
     labels = make_pseudo_labels((t_r["uv"], t_r["z"]), (t_f["uv"], t_f["z"]), K, template,
                                 lambda_z=loss.lambda_z, epsilon=loss.epsilon,
                                 uv_scale=loss.uv_scale)
     return labels["confidence"]
+
+
+def target_batch_stats(
+    variables: dict, images: jnp.ndarray, *, model: nn.Module, loss: LossConfig,
+    axis_name: str | None = None,
+) -> Any:
+    """The BatchNorm statistics of unlabelled `images` (N, S, S, 3): the two fine-tuning passes
+    in training mode with momentum 0, kept per `two_pass`'s 'target' mode (the RGB pass's for
+    the RGB encoder, decoder and projections; the fused pass's for the depth encoder). Averaged
+    over batches they are AdaBN's statistics (`finetune.adabn_batches`). `loss` and
+    `axis_name` are unused (every bound step takes them); the model's own `bn_axis_name`
+    already reduces over devices."""
+    del loss, axis_name
+    fresh = model.clone(bn_momentum=0.0)
+    _, _, stats = two_pass(fresh, variables, images, train=True, bn_stats="target")
+    return stats
 
 
 def finetune_step(

@@ -9,13 +9,14 @@ import functools
 import jax
 import numpy as np
 import pytest
+from flax import jax_utils
 from helpers import tiny_config
 
 from hpe_jax.objectives import losses
 from hpe_jax.objectives.contrastive import nt_xent
 from hpe_jax.objectives.losses import LossConfig
 from hpe_jax.objectives.pseudo_labels import normalized_template
-from hpe_jax.training import factory
+from hpe_jax.training import factory, loop, optim, steps
 
 
 def _prediction(rng, n=2, size=8):
@@ -240,3 +241,31 @@ def test_use_visibility_weights_the_pose_term_by_visibility():
     assert np.isfinite(off)
     assert l_s(True, ones) == pytest.approx(off, rel=1e-5)
     assert l_s(True, half) != pytest.approx(off, rel=1e-3)
+
+
+def test_adabn_batches_set_the_target_batch_statistics_at_the_switch(tiny_data_dir):
+    """finetune.adabn_batches = n: the student's and the teacher's running statistics become
+    the mean over the first n target batches (weak views) of the RGB pass's batch statistics
+    (for the RGB encoder; the depth encoder's come from the fused pass)."""
+    config = tiny_config(tiny_data_dir)
+    config.finetune.adabn_batches = 2
+    model = factory.build_model(config.model, "batch")
+    state = factory.initial_state(
+        config, model, optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1)))
+    state = state.with_teacher()
+    out = jax_utils.unreplicate(loop.adapt_batch_stats(config, model, steps.replicate(state)))
+    plain = factory.build_model(config.model, None).clone(bn_momentum=0.0)
+    batches = loop._iterators(config, "finetune", 0)
+    seen = []
+    for _ in range(2):
+        image = next(batches)["target"]["image_weak"][0]  # the one device's rows
+        _, upd = plain.apply(state.variables, rgb=image, train=True, mutable=["batch_stats"])
+        seen.append(upd["batch_stats"]["rgb_encoder"])
+    want = jax.tree_util.tree_map(lambda a, b: 0.5 * (a + b), *seen)
+    for got in (out.batch_stats["rgb_encoder"], out.teacher_batch_stats["rgb_encoder"]):
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
+                        strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    before = jax.tree_util.tree_leaves(state.batch_stats["rgb_encoder"])
+    after = jax.tree_util.tree_leaves(out.batch_stats["rgb_encoder"])
+    assert not all(np.allclose(a, b) for a, b in zip(before, after, strict=True))
