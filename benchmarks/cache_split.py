@@ -19,16 +19,10 @@ import json
 import time
 
 import jax
-import optax
 
 from configs import default
 from hpe_jax import compile_cache, config_checks
 from hpe_jax.experiments import benchmarking
-from hpe_jax.objectives.pseudo_labels import normalized_template
-from hpe_jax.training import steps
-from hpe_jax.training.factory import build_model
-from hpe_jax.training.optim import make_optimizer
-from hpe_jax.training.state import TrainState
 
 
 def main() -> None:
@@ -46,19 +40,7 @@ def main() -> None:
     config_checks.resolve(c)
     out = {}
     for phase in ("pretrain", "finetune"):
-        model = build_model(c.model, "batch")
-        tx = make_optimizer(optax.constant_schedule(c.pretrain.lr), c.optim.b1, c.optim.b2,
-                            c.optim.clip_norm)
-        state = TrainState.create(benchmarking.host_init(model, c.data.input_size), tx)
-        if phase == "pretrain":
-            step = steps.bind_pretrain(model, c)
-        else:
-            state = state.with_teacher()
-            step = steps.bind_finetune(model, c, normalized_template())
-        host_batch, _ = benchmarking._phase_batch(c, phase)
-        batch = benchmarking.to_devices(host_batch, 1)
-        rstate = steps.replicate(state)
-        rngs = jax.random.split(jax.random.PRNGKey(0), 1)
+        step, (rstate, batch, rngs), _ = benchmarking.prepared_train_step(c, phase)
         events: list[tuple[str, float]] = []
 
         def listener(event: str, seconds: float, **_) -> None:

@@ -85,7 +85,7 @@ def measure(config_path: str, step_name: str, scan_blocks: bool, batch: int) -> 
         step = steps.bind_pretrain(model, config)
     else:
         step = steps.bind_finetune(model, config, normalized_template())
-    host_batch, _ = benchmarking._phase_batch(config, step_name)
+    host_batch, _ = benchmarking.phase_batch(config, step_name)
 
     def per_device(x):  # a leading device axis, as pmap takes its arguments
         return jax.ShapeDtypeStruct((n_dev,) + tuple(x.shape), x.dtype)

@@ -240,7 +240,8 @@ def _fill(shapes: Any, rng: np.random.Generator) -> Any:
 # The project's train steps, evaluation and input pipelines
 
 
-def _phase_batch(config: ml_collections.ConfigDict, phase: str) -> tuple[dict, int]:
+def phase_batch(config: ml_collections.ConfigDict, phase: str) -> tuple[dict, int]:
+    """A host batch of random data for `phase`'s step at the config's sizes, and its images."""
     S, s = config.data.input_size, config.data.output_size
     if phase == "pretrain":
         n = config.pretrain.batch_size
@@ -248,6 +249,32 @@ def _phase_batch(config: ml_collections.ConfigDict, phase: str) -> tuple[dict, i
     n_src, n_tgt = config.finetune.batch_size, config.finetune.unlabelled_batch_size
     return ({"source": synthetic_labelled_batch(n_src, S, s),
              "target": synthetic_unlabelled_batch(n_tgt, S, s)}, n_src + n_tgt)
+
+
+def prepared_train_step(config: ml_collections.ConfigDict, phase: str) -> tuple[
+        Callable[..., Any], tuple[Any, Any, Any], int]:
+    """The project's pmapped `phase` step, bound as `loop.py` binds it, with its arguments.
+
+    Returns (step, (replicated state, device batch, per-device rngs), images per step): the
+    state is a host-made `host_init` (the structure of `factory.initial_state`), the batch
+    random (`phase_batch`) split over all local devices.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    n_dev = jax.local_device_count()
+    model = build_model(config.model, "batch")
+    tx = make_optimizer(optax.constant_schedule(config.pretrain.lr), config.optim.b1,
+                        config.optim.b2, config.optim.clip_norm)
+    state = TrainState.create(host_init(model, config.data.input_size), tx)
+    if phase == "pretrain":
+        step = train_steps.bind_pretrain(model, config)
+    else:
+        state = state.with_teacher()
+        step = train_steps.bind_finetune(model, config, normalized_template())
+    host_batch, items = phase_batch(config, phase)
+    args = (train_steps.replicate(state), to_devices(host_batch, n_dev),
+            jax.random.split(jax.random.PRNGKey(0), n_dev))
+    return step, args, items
 
 
 def benchmark_train_step(config: ml_collections.ConfigDict, phase: str, *, steps: int = 10,
@@ -258,23 +285,8 @@ def benchmark_train_step(config: ml_collections.ConfigDict, phase: str, *, steps
     The batch sizes, network and loss switches come from `config` (as `loop.py` binds them);
     the state is a host-made `host_init` (same structure as `factory.initial_state`).
     """
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    step, (rstate, batch, rngs), items = prepared_train_step(config, phase)
     n_dev = jax.local_device_count()
-    model = build_model(config.model, "batch")
-    tx = make_optimizer(optax.constant_schedule(config.pretrain.lr), config.optim.b1,
-                        config.optim.b2, config.optim.clip_norm)
-    S = config.data.input_size
-    state = TrainState.create(host_init(model, S), tx)
-    if phase == "pretrain":
-        step = train_steps.bind_pretrain(model, config)
-    else:
-        state = state.with_teacher()
-        step = train_steps.bind_finetune(model, config, normalized_template())
-    host_batch, items = _phase_batch(config, phase)
-    batch = to_devices(host_batch, n_dev)
-    rstate = train_steps.replicate(state)
-    rngs = jax.random.split(jax.random.PRNGKey(0), n_dev)
     t0 = time.perf_counter()
     compiled = step.lower(rstate, batch, rngs).compile()
     compile_s = time.perf_counter() - t0
