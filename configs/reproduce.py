@@ -29,7 +29,8 @@ What differs from the paper's settings (configs/default.py), and why, at CPU sca
   but the source EPE rising to 30.9 mm (29.7 at 3e-4), 1,000 steps at 1e-4 37.55; 1,000 steps
   at 3e-4 with AdaBN 36.56 (31%; PCK 0.178), the config's;
 - epsilon calibrated at the switch (`loss.epsilon_quantile`) instead of the paper's 1.5, which
-  is in units of another model and data set.
+  is in units of another model and data set: the 0.8 quantile of the first teacher's C, so 80%
+  of the target images pass at first (1,000 steps: 36.07 mm; at the median, 36.56).
 Everything else (loss weights, lambda_z, tau, the EMA teacher) is the default config's.
 """
 
@@ -74,8 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
                                             # the switch checkpoint, 1,000 steps closed 31% of the
                                             # target gap (36.56 mm), 500 steps 25% (37.23 mm)
     c.finetune.bn_stats = "target"
-    c.loss.epsilon_quantile = 0.5           # epsilon calibrated at the switch: about half of
-                                            # the target images pass the first teacher's test
+    c.loss.epsilon_quantile = 0.8           # epsilon calibrated at the switch: 80% of the
+                                            # target images pass the first teacher's test
+                                            # (1,000 steps: 36.07 mm against 36.56 at 0.5)
     c.checkpoint_every_steps = 250
     c.keep_checkpoints = 10                 # keeps the switch checkpoint (the baseline)
     c.log_every_steps = 50
