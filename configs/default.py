@@ -33,7 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
     # positive pairs and the strong unlabelled view, the weak_* fields for the teacher's view.
     c.data.augment = ml_collections.ConfigDict(dict(
         rotation_deg=180.0, scale_range=(0.8, 1.2), translation=0.08,
-        weak_rotation_deg=15.0, weak_scale_range=(0.9, 1.1), weak_translation=0.04))
+        weak_rotation_deg=15.0, weak_scale_range=(0.9, 1.1), weak_translation=0.04,
+        # An occluder on the student's strong view only (not in the paper; 0 = off).
+        strong_occlusion_probability=0.0, strong_occlusion_size=(0.2, 0.5)))
 
     c.model = ml_collections.ConfigDict()
     c.model.resnet_depth = 101

@@ -39,6 +39,11 @@ class AugmentConfig:
       depth_hole_probability: chance that T_d drops pixels (depth 0: no measurement).
       depth_hole_fraction: up to this fraction of pixels is dropped, in blobs.
       weak_rotation_deg, weak_scale_range, weak_translation: the weak view's (small) G.
+      strong_occlusion_probability: chance that the fine-tuning student's strong view also gets
+        an occluder (`occlude`): a rectangle of one random colour, sides U(strong_occlusion_size)
+        of the crop side, anywhere in the crop. The teacher's weak view never does, so the
+        student learns to predict what the teacher sees unoccluded. Not in the paper (0 = off).
+      strong_occlusion_size: (min, max) side of that rectangle as a fraction of the crop side.
     """
 
     rotation_deg: float = 180.0
@@ -57,13 +62,20 @@ class AugmentConfig:
     weak_rotation_deg: float = 15.0
     weak_scale_range: tuple[float, float] = (0.9, 1.1)
     weak_translation: float = 0.04
+    strong_occlusion_probability: float = 0.0
+    strong_occlusion_size: tuple[float, float] = (0.2, 0.5)
 
     def __post_init__(self):
         for name in ("scale_range", "blur_sigma", "weak_scale_range"):
             lo, hi = getattr(self, name)
             if not 0.0 <= lo <= hi:
                 raise ValueError(f"AugmentConfig.{name} = {(lo, hi)} must satisfy 0 <= min <= max")
-        for name in ("blur_probability", "depth_hole_probability", "depth_hole_fraction"):
+        lo, hi = self.strong_occlusion_size
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"AugmentConfig.strong_occlusion_size = {(lo, hi)} must satisfy "
+                             "0 < min <= max <= 1 (fractions of the crop side)")
+        for name in ("blur_probability", "depth_hole_probability", "depth_hole_fraction",
+                     "strong_occlusion_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must lie in [0, 1]")
 
@@ -139,6 +151,25 @@ def texture(image: tf.Tensor, key: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
         std = _uniform(k[6], 0.0, cfg.noise_std)
         x = x + std * tf.random.stateless_normal(tf.shape(x), k[7])
     return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def occlude(image: tf.Tensor, key: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    """With chance `cfg.strong_occlusion_probability`, an (H, W, 3) image in [0, 1] with one
+    axis-aligned rectangle of a random colour over it (sides U(strong_occlusion_size) x H, W;
+    centre uniform in the image); otherwise the image unchanged."""
+    if cfg.strong_occlusion_probability <= 0:
+        return image
+    k = split_key(key, 4)
+    h, w = image.shape[0], image.shape[1]
+    extent = tf.constant([h, w], tf.float32)
+    half = 0.5 * _uniform(k[0], *cfg.strong_occlusion_size, [2]) * extent
+    centre = _uniform(k[1], 0.0, 1.0, [2]) * extent
+    colour = _uniform(k[2], 0.0, 1.0, [3])
+    on = _uniform(k[3], 0.0, 1.0) < cfg.strong_occlusion_probability
+    rows = tf.range(h, dtype=tf.float32)[:, None] + 0.5
+    cols = tf.range(w, dtype=tf.float32)[None, :] + 0.5
+    inside = (tf.abs(rows - centre[0]) <= half[0]) & (tf.abs(cols - centre[1]) <= half[1]) & on
+    return tf.where(inside[..., None], colour, image)
 
 
 def depth_texture(depth_mm: tf.Tensor, key: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:

@@ -75,6 +75,41 @@ def test_weak_to_strong_maps_weak_view_pixels_onto_strong_view_pixels():
     np.testing.assert_allclose(mapped, dot("image_strong"), atol=0.3)
 
 
+def test_strong_view_occluder_is_one_rectangle_on_the_strong_view_only():
+    rng = np.random.default_rng(0)
+    ex = {"image": tf.constant(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)),
+          "bbox": tf.constant([20.0, 15.0, 50.0, 45.0]), "K": tf.eye(3)}
+    plain = augment.AugmentConfig()
+    key = tf.constant([3, 4], tf.int64)
+
+    def views(cfg):
+        return pipeline._unlabelled_example(ex, key, input_size=S, output_size=s, cfg=cfg,
+                                            crop_margin=0.2)
+
+    base = views(plain)
+    occluded = views(augment.AugmentConfig(strong_occlusion_probability=1.0,
+                                           strong_occlusion_size=(0.3, 0.4)))
+    # The weak view, the geometry and T's other draws are those of the run without occluders.
+    np.testing.assert_array_equal(occluded["image_weak"], base["image_weak"])
+    np.testing.assert_array_equal(occluded["weak_to_strong"], base["weak_to_strong"])
+    changed = np.any(occluded["image_strong"].numpy() != base["image_strong"].numpy(), axis=-1)
+    rows, cols = np.nonzero(changed)
+    assert rows.size > 0
+    # One rectangle (fully inside its bounding box up to the image border) of one colour,
+    # sides within 0.3-0.4 of the crop unless the border cuts them.
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1].mean() > 0.95
+    assert height <= 0.4 * S + 1 and width <= 0.4 * S + 1
+    assert (height >= 0.3 * S - 1 or rows.min() == 0 or rows.max() == S - 1)
+    fill = occluded["image_strong"].numpy()[changed]
+    np.testing.assert_allclose(fill, np.broadcast_to(fill[0], fill.shape), atol=1e-6)
+    # Probability 0 (the default) leaves the strong view as it was.
+    off = views(augment.AugmentConfig(strong_occlusion_probability=0.0))
+    np.testing.assert_array_equal(off["image_strong"], base["image_strong"])
+    with pytest.raises(ValueError, match="strong_occlusion_size"):
+        augment.AugmentConfig(strong_occlusion_size=(0.0, 0.5))
+
+
 def test_unlabelled_batches_hold_no_label_keys(tiny_data_dir):
     it = pipeline.unlabelled_dataset("synthetic_hands/target_tiny", "train",
                                      data_dir=tiny_data_dir, **{**COMMON, "train": True})
