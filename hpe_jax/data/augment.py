@@ -156,10 +156,12 @@ def texture(image: tf.Tensor, key: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
 def occlude(image: tf.Tensor, key: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """With chance `cfg.strong_occlusion_probability`, an (H, W, 3) image in [0, 1] with one
     axis-aligned rectangle of a random colour over it (sides U(strong_occlusion_size) x H, W;
-    centre uniform in the image); otherwise the image unchanged."""
+    centre uniform in the image); otherwise the image unchanged. `key` may be T's own: the
+    occluder's draws come from a key folded from it, so T's draws are the same with or without
+    the occluder (and nothing is drawn when it is off)."""
     if cfg.strong_occlusion_probability <= 0:
         return image
-    k = split_key(key, 4)
+    k = split_key(tf.random.experimental.stateless_fold_in(key, 1), 4)
     h, w = image.shape[0], image.shape[1]
     extent = tf.constant([h, w], tf.float32)
     half = 0.5 * _uniform(k[0], *cfg.strong_occlusion_size, [2]) * extent

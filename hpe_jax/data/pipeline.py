@@ -267,10 +267,8 @@ def _unlabelled_example(ex, key, *, input_size, output_size, cfg, crop_margin):
     image_s = pp.warp(ex["image"], a_in_s, input_size, "bilinear") / 255.0
     return {
         "image_weak": normalize_image(image_w),
-        # The occluder's key is folded from T's, so the other draws stay as they were without it.
-        "image_strong": normalize_image(aug.occlude(
-            aug.texture(image_s, k_tex, cfg),
-            tf.random.experimental.stateless_fold_in(k_tex, 1), cfg)),
+        "image_strong": normalize_image(
+            aug.occlude(aug.texture(image_s, k_tex, cfg), k_tex, cfg)),
         "weak_to_strong": a_out_s @ tf.linalg.inv(a_out_w),
         "K_weak": a_out_w @ ex["K"],
     }
