@@ -108,12 +108,12 @@ def summarize(trace_dir: str, hlo_text: str, steps: int) -> dict:
         if e.get("ph") == "X":
             per_op[e["name"]] += e["dur"] / 1e3 / steps  # microseconds -> ms per step
     instructions, computations = parse_hlo(hlo_text)
+    kinds = {n: kind_of(n, instructions, computations) for n in per_op if n in instructions}
     per_kind: collections.Counter = collections.Counter()
-    for name, ms in per_op.items():
-        if name in instructions:
-            per_kind[kind_of(name, instructions, computations)] += ms
+    for name, kind in kinds.items():
+        per_kind[kind] += per_op[name]
     total = sum(per_kind.values())
-    top = [{"op": n, "kind": kind_of(n, instructions, computations), "ms": round(ms, 2),
+    top = [{"op": n, "kind": kinds[n], "ms": round(ms, 2),
             "shape": instructions[n].split(" ")[0]}
            for n, ms in per_op.most_common() if n in instructions][:15]
     return {"op_ms_per_step": round(total, 1),
