@@ -35,7 +35,12 @@ def get_config() -> ml_collections.ConfigDict:
         rotation_deg=180.0, scale_range=(0.8, 1.2), translation=0.08,
         weak_rotation_deg=15.0, weak_scale_range=(0.9, 1.1), weak_translation=0.04,
         # An occluder on the student's strong view only (not in the paper; 0 = off).
-        strong_occlusion_probability=0.0, strong_occlusion_size=(0.2, 0.5)))
+        strong_occlusion_probability=0.0, strong_occlusion_size=(0.2, 0.5),
+        # Occluders and coloured sleeves on the labelled source images, labels kept (not in the
+        # paper; 0 = off), in the phases data.source_occlusion_phases names.
+        source_occlusion_probability=0.0, source_occlusion_size=(0.2, 0.5),
+        sleeve_probability=0.0))
+    c.data.source_occlusion_phases = ("finetune",)
 
     c.model = ml_collections.ConfigDict()
     c.model.resnet_depth = 101

@@ -44,6 +44,15 @@ class AugmentConfig:
         of the crop side, anywhere in the crop. The teacher's weak view never does, so the
         student learns to predict what the teacher sees unoccluded. Not in the paper (0 = off).
       strong_occlusion_size: (min, max) side of that rectangle as a fraction of the crop side.
+      source_occlusion_probability: chance that a labelled (source) image gets such a rectangle
+        too (`source_occlusion_size`), its labels kept: the network is taught to predict joints
+        an object hides, which the rendered source never shows. Not in the paper (0 = off); the
+        training loop applies it in the phases `data.source_occlusion_phases` names.
+      source_occlusion_size: (min, max) side of the source occluder, as a fraction of the crop.
+      sleeve_probability: chance that a labelled image's forearm (measured depth inside the
+        depth cube but outside the hand mask) is recoloured as a sleeve of one random colour,
+        keeping its shading (`sleeve`). Needs depth; applied with the source occluder. Not in
+        the paper (0 = off).
     """
 
     rotation_deg: float = 180.0
@@ -64,18 +73,23 @@ class AugmentConfig:
     weak_translation: float = 0.04
     strong_occlusion_probability: float = 0.0
     strong_occlusion_size: tuple[float, float] = (0.2, 0.5)
+    source_occlusion_probability: float = 0.0
+    source_occlusion_size: tuple[float, float] = (0.2, 0.5)
+    sleeve_probability: float = 0.0
 
     def __post_init__(self):
         for name in ("scale_range", "blur_sigma", "weak_scale_range"):
             lo, hi = getattr(self, name)
             if not 0.0 <= lo <= hi:
                 raise ValueError(f"AugmentConfig.{name} = {(lo, hi)} must satisfy 0 <= min <= max")
-        lo, hi = self.strong_occlusion_size
-        if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"AugmentConfig.strong_occlusion_size = {(lo, hi)} must satisfy "
-                             "0 < min <= max <= 1 (fractions of the crop side)")
+        for name in ("strong_occlusion_size", "source_occlusion_size"):
+            lo, hi = getattr(self, name)
+            if not 0.0 < lo <= hi <= 1.0:
+                raise ValueError(f"AugmentConfig.{name} = {(lo, hi)} must satisfy "
+                                 "0 < min <= max <= 1 (fractions of the crop side)")
         for name in ("blur_probability", "depth_hole_probability", "depth_hole_fraction",
-                     "strong_occlusion_probability"):
+                     "strong_occlusion_probability", "source_occlusion_probability",
+                     "sleeve_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must lie in [0, 1]")
 
@@ -153,25 +167,42 @@ def texture(image: tf.Tensor, key: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
-def occlude(image: tf.Tensor, key: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
-    """With chance `cfg.strong_occlusion_probability`, an (H, W, 3) image in [0, 1] with one
-    axis-aligned rectangle of a random colour over it (sides U(strong_occlusion_size) x H, W;
-    centre uniform in the image); otherwise the image unchanged. `key` may be T's own: the
-    occluder's draws come from a key folded from it, so T's draws are the same with or without
-    the occluder (and nothing is drawn when it is off)."""
-    if cfg.strong_occlusion_probability <= 0:
+def occlude(image: tf.Tensor, key: tf.Tensor, probability: float,
+            size: tuple[float, float], salt: int) -> tf.Tensor:
+    """With chance `probability`, an (H, W, 3) image in [0, 1] with one axis-aligned rectangle
+    of a random colour over it (sides U(size) x H, W; centre uniform in the image); otherwise
+    the image unchanged. `key` may be T's own: the draws come from a key folded from it with
+    `salt` (one per use), so T's draws are the same with or without the occluder (and nothing is
+    drawn when it is off)."""
+    if probability <= 0:
         return image
-    k = split_key(tf.random.experimental.stateless_fold_in(key, 1), 4)
+    k = split_key(tf.random.experimental.stateless_fold_in(key, salt), 4)
     h, w = image.shape[0], image.shape[1]
     extent = tf.constant([h, w], tf.float32)
-    half = 0.5 * _uniform(k[0], *cfg.strong_occlusion_size, [2]) * extent
+    half = 0.5 * _uniform(k[0], *size, [2]) * extent
     centre = _uniform(k[1], 0.0, 1.0, [2]) * extent
     colour = _uniform(k[2], 0.0, 1.0, [3])
-    on = _uniform(k[3], 0.0, 1.0) < cfg.strong_occlusion_probability
+    on = _uniform(k[3], 0.0, 1.0) < probability
     rows = tf.range(h, dtype=tf.float32)[:, None] + 0.5
     cols = tf.range(w, dtype=tf.float32)[None, :] + 0.5
     inside = (tf.abs(rows - centre[0]) <= half[0]) & (tf.abs(cols - centre[1]) <= half[1]) & on
     return tf.where(inside[..., None], colour, image)
+
+
+def sleeve(image: tf.Tensor, forearm: tf.Tensor, key: tf.Tensor, probability: float,
+           salt: int) -> tf.Tensor:
+    """With chance `probability`, the (H, W, 3) image in [0, 1] with the pixels where the (H, W,
+    1) bool `forearm` holds recoloured to one random colour, times each pixel's brightness
+    relative to the brightest forearm pixel (the render's shading kept). Keys as in `occlude`."""
+    if probability <= 0:
+        return image
+    k = split_key(tf.random.experimental.stateless_fold_in(key, salt), 2)
+    colour = _uniform(k[0], 0.1, 1.0, [3])
+    on = _uniform(k[1], 0.0, 1.0) < probability
+    brightness = tf.reduce_mean(image, axis=-1, keepdims=True)
+    top = tf.reduce_max(tf.where(forearm, brightness, 0.0))
+    shaded = colour * brightness / tf.maximum(top, 1e-3)
+    return tf.where(forearm & on, tf.clip_by_value(shaded, 0.0, 1.0), image)
 
 
 def depth_texture(depth_mm: tf.Tensor, key: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:

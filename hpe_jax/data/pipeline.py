@@ -240,12 +240,21 @@ def _labelled_example(ex, key, *, input_size, output_size, cfg, with_depth, cube
     a_in, a_out = _crop(ex, input_size, output_size, *geo, crop_margin)
     out = _labels(ex, a_out, output_size)
     image = pp.warp(ex["image"], a_in, input_size, "bilinear") / 255.0
+    if with_depth:
+        depth_in, mask_in, mask_out, target = _depth_views(
+            ex, a_in, a_out, input_size, output_size, out["z_root"], cube_mm)
+        # The forearm: measured depth near the hand (inside the depth cube) but off its mask.
+        near = normalize_depth(depth_in, None, out["z_root"], cube_mm) < 1.0
+        forearm = (depth_in > 0) & near & (mask_in < 0.5)
+        image = aug.sleeve(image, forearm, k_tex, cfg.sleeve_probability, salt=3)
+    # Source occluders and sleeves change the image the labels describe, not the labels: the
+    # keys are folded from T's, so every other draw is the same with them on or off.
+    image = aug.occlude(image, k_tex, cfg.source_occlusion_probability,
+                        cfg.source_occlusion_size, salt=2)
     out["image"] = normalize_image(image)
     if pos_views:
         out["image_pos"] = normalize_image(aug.texture(image, k_tex, cfg))
     if with_depth:
-        depth_in, mask_in, mask_out, target = _depth_views(
-            ex, a_in, a_out, input_size, output_size, out["z_root"], cube_mm)
         out["depth"] = normalize_depth(depth_in, mask_in, out["z_root"], cube_mm)
         if pos_views:
             out["depth_pos"] = normalize_depth(aug.depth_texture(depth_in, k_dtex, cfg),
@@ -267,8 +276,9 @@ def _unlabelled_example(ex, key, *, input_size, output_size, cfg, crop_margin):
     image_s = pp.warp(ex["image"], a_in_s, input_size, "bilinear") / 255.0
     return {
         "image_weak": normalize_image(image_w),
-        "image_strong": normalize_image(
-            aug.occlude(aug.texture(image_s, k_tex, cfg), k_tex, cfg)),
+        "image_strong": normalize_image(aug.occlude(
+            aug.texture(image_s, k_tex, cfg), k_tex, cfg.strong_occlusion_probability,
+            cfg.strong_occlusion_size, salt=1)),
         "weak_to_strong": a_out_s @ tf.linalg.inv(a_out_w),
         "K_weak": a_out_w @ ex["K"],
     }

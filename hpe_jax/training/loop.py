@@ -112,11 +112,25 @@ def _optimizer(lr: float, boundaries: tuple[int, ...], factor: float, warmup_ste
     return optim.make_optimizer(schedule, b1, b2, clip_norm), schedule
 
 
+def phase_augment(config: ml_collections.ConfigDict, phase: str) -> pipeline.AugmentConfig:
+    """The augmentation of `phase` ("pretrain" or "finetune"): `data.augment`, with the source
+    occluders and sleeves off in the phases `data.source_occlusion_phases` does not name."""
+    augment = pipeline.AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                                        for k, v in config.data.augment.items()})
+    phases = tuple(config.data.get("source_occlusion_phases", ("finetune",)))
+    if not set(phases) <= {"pretrain", "finetune"}:
+        raise ValueError(f"data.source_occlusion_phases={phases!r} may name only 'pretrain' and "
+                         "'finetune', e.g. ('finetune',)")
+    if phase not in phases:
+        augment = dataclasses.replace(augment, source_occlusion_probability=0.0,
+                                      sleeve_probability=0.0)
+    return augment
+
+
 def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
     """The input iterators of a phase, positioned at `start_step` within that phase."""
     data = config.data
-    augment = pipeline.AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
-                                        for k, v in data.augment.items()})
+    augment = phase_augment(config, phase)
     common = dict(data_dir=data.data_dir or None, input_size=data.input_size,
                   output_size=data.output_size, start_step=start_step, augment=augment)
     labelled = dict(common, with_depth=True, depth_cube_mm=data.depth_cube_mm)

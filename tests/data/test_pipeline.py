@@ -1,6 +1,8 @@
 """Input pipelines: shapes and dtypes, labels that move with the pixels, determinism and
 resumption, and unlabelled batches without labels."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -108,6 +110,52 @@ def test_strong_view_occluder_is_one_rectangle_on_the_strong_view_only():
     np.testing.assert_array_equal(off["image_strong"], base["image_strong"])
     with pytest.raises(ValueError, match="strong_occlusion_size"):
         augment.AugmentConfig(strong_occlusion_size=(0.0, 0.5))
+
+
+def _labelled_views(cfg, key=(5, 6)):
+    """One synthetic labelled example: a hand (mask) at 400 mm, a forearm beside it at 420 mm
+    (depth, no mask), a far wall at 2 m, and a random image."""
+    rng = np.random.default_rng(1)
+    depth = np.full((64, 64, 1), 2000.0, np.float32)
+    depth[20:44, 20:44] = 400.0
+    depth[44:64, 26:38] = 420.0                # the forearm, below the hand
+    mask = np.zeros((64, 64, 1), np.uint8)
+    mask[20:44, 20:44] = 1
+    xyz = np.concatenate([rng.uniform(-40, 40, (21, 2)), np.full((21, 1), 400.0)], 1)
+    K = np.array([[400.0, 0, 32], [0, 400.0, 32], [0, 0, 1]], np.float32)
+    ex = {"image": tf.constant(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)),
+          "depth": tf.constant(depth), "mask": tf.constant(mask),
+          "bbox": tf.constant([-0.5, -0.5, 63.5, 63.5]), "K": tf.constant(K),
+          "keypoints_3d": tf.constant(xyz, tf.float32), "visibility": tf.ones([21], tf.bool)}
+    cfg = dataclasses.replace(cfg, rotation_deg=0.0, scale_range=(1.0, 1.0), translation=0.0)
+    return pipeline._labelled_example(
+        ex, tf.constant(key, tf.int64), input_size=S, output_size=s, cfg=cfg, with_depth=True,
+        cube_mm=300.0, crop_margin=0.0, pos_views=True)
+
+
+def test_source_sleeve_and_occluder_change_the_image_not_the_labels():
+    base = _labelled_views(augment.AugmentConfig())
+    sleeved = _labelled_views(augment.AugmentConfig(sleeve_probability=1.0))
+    for k in base:
+        if k not in ("image", "image_pos"):
+            np.testing.assert_array_equal(sleeved[k], base[k], err_msg=k)
+    changed = np.any(sleeved["image"].numpy() != base["image"].numpy(), axis=-1)
+    # Only the forearm (depth near the hand, off the mask) changed, all of it that is lit.
+    forearm = np.zeros_like(changed)
+    forearm[44:, 26:38] = True  # the crop is the identity here (a 64-px box at margin 0)
+    assert changed[forearm].mean() > 0.95
+    assert not changed[~forearm].any()
+    # One colour, scaled by each pixel's brightness: the colour's direction is shared.
+    rgb = preprocess.denormalize_image(sleeved["image"].numpy())[changed]
+    direction = rgb / np.linalg.norm(rgb, axis=-1, keepdims=True)
+    np.testing.assert_allclose(direction, np.broadcast_to(direction[0], direction.shape),
+                               atol=2e-2)
+    # The occluder: a rectangle on the labelled image, labels again untouched.
+    occluded = _labelled_views(augment.AugmentConfig(source_occlusion_probability=1.0))
+    np.testing.assert_array_equal(occluded["uv"], base["uv"])
+    assert np.any(occluded["image"].numpy() != base["image"].numpy())
+    with pytest.raises(ValueError, match="sleeve_probability"):
+        augment.AugmentConfig(sleeve_probability=1.5)
 
 
 def test_unlabelled_batches_hold_no_label_keys(tiny_data_dir):
