@@ -188,6 +188,9 @@ def get_config() -> ml_collections.ConfigDict:
                                                # passes, the paper is silent) or "target" (the
                                                # target RGB pass; the depth encoder's from the
                                                # fused pass); see training/steps.py
+    c.finetune.source_view = "plain"           # the labelled image L_s supervises in
+                                               # fine-tuning: "plain" G(x) (the paper) or
+                                               # "textured" T(G(x)) (colour, blur, noise)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.b1 = 0.9

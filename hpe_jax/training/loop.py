@@ -260,6 +260,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     separate (`evaluation.run.evaluate_checkpoint`, tools/evaluate.py).
     """
     ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before anything compiles
+    steps.check_options(config)
+    phase_augment(config, "pretrain")  # refuses a bad data.source_occlusion_phases now
     config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
     config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
     model = build_model(config.model, "batch")

@@ -125,7 +125,8 @@ def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template:
     ft = config.finetune
     return _pmapped(finetune_step, model, loss, template=_hashable(template),
                     teacher=ft.teacher, ema_decay=float(ft.ema_decay),
-                    bn_stats=ft.get("bn_stats", "shared"))
+                    bn_stats=ft.get("bn_stats", "shared"),
+                    source_view=ft.get("source_view", "plain"))
 
 
 def bind_teacher_confidence(model: nn.Module, config: ml_collections.ConfigDict,
@@ -174,6 +175,19 @@ def replicate(tree: Any, devices: list | None = None) -> Any:
 
 BN_STATS_MODES = ("shared", "target")
 FUSED_DEPTH_MODES = ("measured", "predicted")
+SOURCE_VIEWS = ("plain", "textured")
+
+
+def check_options(config: ml_collections.ConfigDict) -> None:
+    """Refuses an unknown name in the steps' string switches at start-up, before pre-training
+    runs (the steps themselves check them only when they are traced)."""
+    for field, value, allowed in (
+            ("pretrain.fused_depth", config.pretrain.get("fused_depth", "measured"),
+             FUSED_DEPTH_MODES),
+            ("finetune.bn_stats", config.finetune.get("bn_stats", "shared"), BN_STATS_MODES),
+            ("finetune.source_view", config.finetune.get("source_view", "plain"), SOURCE_VIEWS)):
+        if value not in allowed:
+            raise ValueError(f"{field}={value!r} is not one of {allowed}.")
 
 
 def two_pass(
@@ -249,6 +263,7 @@ def finetune_step(
     teacher: str = "ema",
     ema_decay: float = 0.999,
     bn_stats: str = "shared",
+    source_view: str = "plain",
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
     """One fine-tuning step: L_finetune = L_s + lambda_dist L_d + lambda_l L_l (Eq. 8-11).
@@ -265,9 +280,14 @@ def finetune_step(
         'target' mode, so the statistics that inference (the teacher, evaluation, export) uses
         are those of the RGB path on target images (AdaBN's observation: a domain's own
         normalisation statistics remove much of an appearance shift).
+      source_view: the labelled RGB image L_s supervises: 'plain' (G(x), the paper) or
+        'textured' (T(G(x)), the positive view the pipeline also delivers: the same labels under
+        colour, blur and noise changes).
     """
     del rng
     check_teacher(teacher)  # at trace time: "EMA" must not silently mean "online"
+    if source_view not in SOURCE_VIEWS:
+        raise ValueError(f"finetune.source_view={source_view!r} is not one of {SOURCE_VIEWS}.")
     src, tgt = batch["source"], batch["target"]
     # Pseudo-labels from the teacher on the weak view (inference mode, no gradient).
     t_vars = state.teacher_variables if teacher == "ema" else state.variables
@@ -284,7 +304,8 @@ def finetune_step(
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        out, upd = model.apply(variables, rgb=src["image"], depth=src_depth, train=True,
+        rgb = src["image_pos"] if source_view == "textured" else src["image"]
+        out, upd = model.apply(variables, rgb=rgb, depth=src_depth, train=True,
                                mutable=["batch_stats"])
         l_s, metrics = supervised_loss(out, src, loss)
         start = upd["batch_stats"] if bn_stats == "shared" else state.batch_stats

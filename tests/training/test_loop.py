@@ -122,6 +122,19 @@ def test_unknown_teacher_is_refused_at_start_up(tiny_data_dir, tmp_path, monkeyp
         loop.train(config, str(tmp_path))
 
 
+@pytest.mark.parametrize("field, value", [("finetune.source_view", "augmented"),
+                                          ("finetune.bn_stats", "domain"),
+                                          ("pretrain.fused_depth", "rendered")])
+def test_unknown_step_option_is_refused_at_start_up(tiny_data_dir, tmp_path, monkeypatch,
+                                                   field, value):
+    config = tiny_config(tiny_data_dir)
+    section, name = field.split(".")
+    config[section][name] = value
+    monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("built a model"))
+    with pytest.raises(ValueError, match=rf"{field}='{value}' is not one of"):
+        loop.train(config, str(tmp_path))
+
+
 def test_source_occluders_and_sleeves_only_in_the_phases_the_config_names():
     config = tiny_config()
     config.data.augment.source_occlusion_probability = 0.5
