@@ -19,6 +19,24 @@ def tiny_config(data_dir: str = "") -> ml_collections.ConfigDict:
     return c
 
 
+def tiny_run_config(data_dir: str = "") -> ml_collections.ConfigDict:
+    """`tiny_config` as the end-to-end tests train it: the heatmap loss on, epsilon calibrated at
+    the switch (median of 2 batches), target-only BatchNorm statistics in fine-tuning (the
+    reproduce config's choices). The tests that train it share one xdist group
+    (`TRAINING_GROUP`): in one worker process, loop.train's bound-step cache then compiles its
+    steps once for all of them."""
+    c = tiny_config(data_dir)
+    c.keep_checkpoints = 10
+    c.loss.heatmap_weight = 1.0
+    c.loss.epsilon_quantile = 0.5
+    c.loss.epsilon_calibration_batches = 2
+    c.finetune.bn_stats = "target"
+    return c
+
+
+TRAINING_GROUP = "tiny_training"
+
+
 def labelled_batch(n: int, size: int = 32, seed: int = 0) -> dict:
     """A random labelled batch with the keys of `pipeline.labelled_dataset` (one device)."""
     return synthetic_labelled_batch(n, size, size // 4, seed=seed)

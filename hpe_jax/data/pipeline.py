@@ -243,7 +243,9 @@ def _labelled_example(ex, key, *, input_size, output_size, cfg, with_depth, cube
     if with_depth:
         depth_in, mask_in, mask_out, target = _depth_views(
             ex, a_in, a_out, input_size, output_size, out["z_root"], cube_mm)
+    if with_depth and cfg.sleeve_probability > 0:
         # The forearm: measured depth near the hand (inside the depth cube) but off its mask.
+        # (Skipped when sleeves are off: the sleeve's draws come from a key of its own.)
         near = normalize_depth(depth_in, None, out["z_root"], cube_mm) < 1.0
         forearm = (depth_in > 0) & near & (mask_in < 0.5)
         image = aug.sleeve(image, forearm, k_tex, cfg.sleeve_probability, salt=3)

@@ -4,23 +4,18 @@ import json
 import os
 
 import numpy as np
-from helpers import tiny_config
+import pytest
+from helpers import TRAINING_GROUP, tiny_run_config
 
 from hpe_jax.experiments import demo
 from hpe_jax.training import loop
 
 
 def _config(data_dir):
-    config = tiny_config(data_dir)
-    config.unlock()
-    config.keep_checkpoints = 10
-    config.loss.heatmap_weight = 1.0
-    config.loss.epsilon_quantile = 0.5
-    config.loss.epsilon_calibration_batches = 2
-    config.finetune.bn_stats = "target"
-    return config
+    return tiny_run_config(data_dir)
 
 
+@pytest.mark.xdist_group(TRAINING_GROUP)
 def test_experiment_reports_three_predictors_on_both_splits_and_resumes(tiny_data_dir,
                                                                         tmp_path):
     config = _config(tiny_data_dir)
@@ -72,9 +67,8 @@ def test_experiment_reports_three_predictors_on_both_splits_and_resumes(tiny_dat
             report["models"]["pretrained"][split]["known_root/epe_mean_mm"], rtol=1e-5)
 
 
+@pytest.mark.xdist_group(TRAINING_GROUP)
 def test_init_variables_refuses_a_network_of_another_shape(tiny_data_dir, tmp_path):
-    import pytest
-
     from hpe_jax.training import factory
 
     config = _config(tiny_data_dir)

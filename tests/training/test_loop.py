@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import tiny_config
+from helpers import TRAINING_GROUP, tiny_config, tiny_run_config
 
 from hpe_jax.training import checkpoint, loop
 
@@ -38,8 +38,9 @@ def _scalars(workdir):
     return out
 
 
+@pytest.mark.xdist_group(TRAINING_GROUP)
 def test_resume_is_bitwise_identical_and_phases_switch(tiny_data_dir, tmp_path):
-    config = tiny_config(tiny_data_dir)
+    config = tiny_run_config(tiny_data_dir)
     plan = loop.make_plan(config)
     assert (plan.pretrain_steps, plan.finetune_steps) == (4, 4)
     straight = loop.train(config, str(tmp_path / "straight"))
@@ -98,11 +99,12 @@ def test_sigterm_saves_and_exits_cleanly(tiny_data_dir, tmp_path):
     assert step == stopped[0]
 
 
+@pytest.mark.xdist_group(TRAINING_GROUP)
 def test_online_teacher_makes_no_copy_and_the_checkpoint_reads_as_the_student(
         tiny_data_dir, tmp_path):
     """The paper's online teacher: no teacher copy at the switch, so what evaluation and export
     load by default is the fine-tuned student (not the pre-trained weights)."""
-    config = tiny_config(tiny_data_dir)
+    config = tiny_run_config(tiny_data_dir)
     config.finetune.teacher = "online"
     final = loop.train(config, str(tmp_path))
     assert int(final.step) == 8 and final.teacher_params is None
