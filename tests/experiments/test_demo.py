@@ -11,14 +11,10 @@ from hpe_jax.experiments import demo
 from hpe_jax.training import loop
 
 
-def _config(data_dir):
-    return tiny_run_config(data_dir)
-
-
 @pytest.mark.xdist_group(TRAINING_GROUP)
 def test_experiment_reports_three_predictors_on_both_splits_and_resumes(tiny_data_dir,
                                                                         tmp_path):
-    config = _config(tiny_data_dir)
+    config = tiny_run_config(tiny_data_dir)
     workdir = str(tmp_path / "run")
     export = str(tmp_path / "shipped")
     report = demo.run_experiment(config, workdir, export_dir=export)
@@ -71,7 +67,7 @@ def test_experiment_reports_three_predictors_on_both_splits_and_resumes(tiny_dat
 def test_init_variables_refuses_a_network_of_another_shape(tiny_data_dir, tmp_path):
     from hpe_jax.training import factory
 
-    config = _config(tiny_data_dir)
+    config = tiny_run_config(tiny_data_dir)
     model = factory.build_model(config.model, None)
     tx = loop.make_optimizer(config, loop.make_plan(config))[0]
     state = factory.initial_state(config, model, tx)
