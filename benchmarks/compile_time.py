@@ -77,7 +77,7 @@ def measure(config_path: str, step_name: str, scan_blocks: bool, batch: int) -> 
         jax.random.PRNGKey(0))
 
     def make_state(v):
-        state = TrainState.create(v, tx, jax.random.PRNGKey(0))
+        state = TrainState.create(v, tx)
         return state if step_name == "pretrain" else state.with_teacher()
 
     state = jax.eval_shape(make_state, variables)

@@ -1,4 +1,5 @@
-"""Shared test set-up: helpers on the path, no persistent XLA cache, the tiny datasets."""
+"""Shared test set-up: helpers on the path, no persistent XLA cache, the tiny datasets, and
+xdist's test groups made to work under pytest 9."""
 
 import os
 import sys
@@ -13,6 +14,23 @@ sys.path.insert(0, os.path.dirname(__file__))
 # tests' subprocesses too.
 os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 os.environ["HPE_JAX_COMPILE_CACHE"] = "off"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """`--dist loadgroup` for pytest 9: pytest-xdist 3.8 tags a grouped test by writing the
+    group into `item._nodeid` ("...::test_x@group"), but pytest 9 reads a node's id from
+    `item._id`, so the tag was lost and every grouped test was scheduled on its own (measured
+    2026-11-28: the tiny trainings ran on both workers and compiled their steps twice). Runs
+    after xdist's hook and copies the tag over; a no-op where xdist already sets the id."""
+    if not getattr(config.option, "loadgroup", False):  # set in xdist workers only
+        return
+    for item in items:
+        tagged = getattr(item, "_nodeid", None)
+        if tagged and tagged != item.nodeid and hasattr(item, "_id"):
+            from _pytest.nodeid import NodeId  # noqa: PLC0415  (pytest 9's structured ids)
+
+            item._id = NodeId.parse(tagged)
 
 
 @pytest.fixture(scope="session")

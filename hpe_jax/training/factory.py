@@ -56,12 +56,16 @@ def initial_state(
     init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]
     rgb = jnp.zeros((1, size, size, 3), jnp.float32)
     depth = jnp.zeros((1, size, size, 1), jnp.float32)
-    variables = _jitted_init(model)({"params": init_rng}, rgb, depth)
     config_checks.check_init(config)
+    if config.model.get("init_variables"):
+        # Every leaf comes from the file: only the shapes of a fresh init are needed, so the
+        # init is not compiled (10-13 s on a 2-core CPU), and a file of another network is
+        # refused at once.
+        like = jax.eval_shape(_jitted_init(model), {"params": init_rng}, rgb, depth)
+        return TrainState.create(load_variables(config.model.init_variables, like), tx)
+    variables = _jitted_init(model)({"params": init_rng}, rgb, depth)
     if init_from := config_checks.init_path(config):  # "" and "scratch": random init
         variables = load_pretrained_encoders(variables, init_from, config.model.resnet_depth)
-    if config.model.get("init_variables"):
-        variables = load_variables(config.model.init_variables, variables)
     return TrainState.create(variables, tx)
 
 
@@ -88,21 +92,22 @@ def save_variables(directory: str, variables: dict, meta: dict) -> str:
 
 def load_variables(directory: str, like: dict) -> dict:
     """The variables `save_variables` wrote, checked leaf by leaf against `like` (the freshly
-    initialised network of the config): a missing, extra or reshaped leaf is a ValueError that
+    initialised network of the config, or its `jax.eval_shape`: only shapes and dtypes are
+    read): a missing, extra or reshaped leaf is a ValueError that
     names it (the config's model fields must match the ones the file was written with)."""
     path = os.path.join(directory, VARIABLES_FILE)
     if not os.path.exists(path):
         raise ValueError(f"model.init_variables={directory!r}: {path} does not exist; give a "
                          "directory written by `make reproduce` (e.g. assets/demo_pretrained) "
                          "or set model.init_variables='' to start from scratch")
-    want = traverse_util.flatten_dict(jax.device_get(like), sep="/")
+    want = traverse_util.flatten_dict(like, sep="/")
     with np.load(path) as data:
         got = {k: data[k] for k in data.files}
     problems = sorted(set(want) ^ set(got)) + sorted(
-        k for k in set(want) & set(got) if np.shape(want[k]) != got[k].shape)
+        k for k in set(want) & set(got) if tuple(want[k].shape) != got[k].shape)
     if problems:
         raise ValueError(f"{path} does not fit this config's network ({len(problems)} leaves "
                          f"differ, e.g. {problems[:3]}); use the config it was written with "
                          f"(see {os.path.join(directory, META_FILE)})")
     return traverse_util.unflatten_dict(
-        {k: jnp.asarray(got[k], np.asarray(want[k]).dtype) for k in want}, sep="/")
+        {k: jnp.asarray(got[k], want[k].dtype) for k in want}, sep="/")

@@ -3,6 +3,8 @@
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import TRAINING_GROUP, tiny_run_config
@@ -70,9 +72,14 @@ def test_init_variables_refuses_a_network_of_another_shape(tiny_data_dir, tmp_pa
     config = tiny_run_config(tiny_data_dir)
     model = factory.build_model(config.model, None)
     tx = loop.make_optimizer(config, loop.make_plan(config))[0]
-    state = factory.initial_state(config, model, tx)
-    factory.save_variables(str(tmp_path / "v"), state.variables, {"note": "test"})
+    # The file holds every variable of this config's network (values do not matter here).
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)),
+                                               jnp.zeros((1, 32, 32, 1)), train=False))
+    zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+    factory.save_variables(str(tmp_path / "v"), zeros, {"note": "test"})
     config.model.init_variables = str(tmp_path / "v")
+    loaded = factory.initial_state(config, model, tx)  # loads without compiling the init
+    assert all(not np.any(x) for x in jax.tree_util.tree_leaves(loaded.variables))
     config.model.deconv_features = 8  # another decoder width
     other = factory.build_model(config.model, None)
     with pytest.raises(ValueError, match="does not fit this config's network"):

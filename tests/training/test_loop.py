@@ -65,11 +65,22 @@ def test_resume_is_bitwise_identical_and_phases_switch(tiny_data_dir, tmp_path):
     assert set(scalars["L_l"]) == set(scalars["L_d"]) == set(scalars["pseudo/kept"]) == {5, 6, 7, 8}
 
 
-def test_non_finite_loss_stops_with_step_and_term(tiny_data_dir, tmp_path):
-    config = tiny_config(tiny_data_dir)
-    config.pretrain.lr = 1e30  # diverges within a couple of steps
-    with pytest.raises(loop.NonFiniteLossError, match=r"non-finite value at step \d+ in .*L"):
+@pytest.mark.xdist_group(TRAINING_GROUP)
+def test_non_finite_loss_stops_with_step_and_term(tiny_data_dir, tmp_path, monkeypatch):
+    # A NaN image in the second batch (not a diverging lr, which would be another optimizer and
+    # so another compiled step): the group's compiled pre-training step is reused.
+    config = tiny_run_config(tiny_data_dir)
+    real = loop._iterators
+
+    def poisoned(config, phase, start_step):
+        for i, batch in enumerate(real(config, phase, start_step)):
+            yield dict(batch, image=np.full_like(batch["image"], np.nan)) if i == 1 else batch
+
+    monkeypatch.setattr(loop, "_iterators", poisoned)
+    with pytest.raises(loop.NonFiniteLossError, match=r"non-finite value at step 2 in .*L"):
         loop.train(config, str(tmp_path))
+    # Nothing of the bad step was saved: the run holds no checkpoint beyond step 1.
+    assert checkpoint.make_manager(str(tmp_path), keep=3).latest_step() in (None, 1)
 
 
 @pytest.mark.slow
