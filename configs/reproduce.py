@@ -20,7 +20,10 @@ What differs from the paper's settings (configs/default.py), and why, at CPU sca
   39.5 mm against 43.7 at batch 32 (lr 2e-3 at batch 32: 41.7, target worse); a whole fresh-clone
   `make reproduce` with batch 16 (4,500 steps) gave source 27.75 / target 37.88 -> 32.68 mm
   after fine-tuning (51% of the gap, PCK@0.05 +0.047, gap 1.36x) but took 64 minutes on a VM
-  whose fine-tuning stage ran 1.34x slower than the one that measured this config's 56;
+  whose fine-tuning stage ran 1.34x slower than the one that measured this config's 56; batch 16
+  for 5 epochs (3,750 steps) with 1,750 fine-tuning steps, fresh clone, a faster VM (2026-11-28,
+  58 minutes): source 28.97 mm, target 38.80 -> 33.52 (54% of the gap, PCK +0.041), gap only
+  1.34x: batch 16 helps the target more than the source, so it narrows the gap the issue wants;
 - the fused way pre-trained on the RGB way's own predicted depth map (`pretrain.fused_depth`),
   the input the teacher's second pass gets in fine-tuning: pre-trained on measured depth, the
   fused pass fed predicted maps scored 54 mm on the source test split where the RGB pass scored
