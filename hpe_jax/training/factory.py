@@ -47,23 +47,32 @@ def _jitted_init(model: DualModalityNet):
     return jax.jit(functools.partial(model.init, train=False))
 
 
+def _init_args(config: ml_collections.ConfigDict) -> tuple:
+    size = config.data.input_size
+    # The first of two keys split from the seed: the weights a seed gives stay the same.
+    init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]
+    return ({"params": init_rng}, jnp.zeros((1, size, size, 3), jnp.float32),
+            jnp.zeros((1, size, size, 1), jnp.float32))
+
+
+def variable_shapes(config: ml_collections.ConfigDict, model: DualModalityNet) -> dict:
+    """{'params', 'batch_stats'} of every path of `model` as `jax.ShapeDtypeStruct`s (nothing
+    is compiled or allocated)."""
+    return jax.eval_shape(_jitted_init(model), *_init_args(config))
+
+
 def initial_state(
     config: ml_collections.ConfigDict, model: DualModalityNet, tx: optax.GradientTransformation
 ) -> TrainState:
     """Initialises every path of the model (or loads converted encoders) and the optimizer."""
-    size = config.data.input_size
-    # The first of two keys split from the seed: the weights a seed gives stay the same.
-    init_rng = jax.random.split(jax.random.PRNGKey(config.seed))[0]
-    rgb = jnp.zeros((1, size, size, 3), jnp.float32)
-    depth = jnp.zeros((1, size, size, 1), jnp.float32)
     config_checks.check_init(config)
     if config.model.get("init_variables"):
         # Every leaf comes from the file: only the shapes of a fresh init are needed, so the
         # init is not compiled (10-13 s on a 2-core CPU), and a file of another network is
         # refused at once.
-        like = jax.eval_shape(_jitted_init(model), {"params": init_rng}, rgb, depth)
+        like = variable_shapes(config, model)
         return TrainState.create(load_variables(config.model.init_variables, like), tx)
-    variables = _jitted_init(model)({"params": init_rng}, rgb, depth)
+    variables = _jitted_init(model)(*_init_args(config))
     if init_from := config_checks.init_path(config):  # "" and "scratch": random init
         variables = load_pretrained_encoders(variables, init_from, config.model.resnet_depth)
     return TrainState.create(variables, tx)
