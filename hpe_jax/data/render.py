@@ -340,9 +340,25 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
     sigma = rng.uniform(*style.blur_sigma)
     if sigma > 0.05:
         img = ndimage.gaussian_filter(img, (sigma, sigma, 0), truncate=2.5)
+    # Drawn only by styles that have them, so the other styles' random streams (and bytes) stay
+    # as they were.
+    if style.motion_blur[1] > 0:
+        length = rng.uniform(*style.motion_blur)
+        angle = rng.uniform(0.0, np.pi)
+        if length >= 1.0:
+            img = ndimage.convolve(img, motion_kernel(length, angle)[..., None], mode="nearest")
+    low = size
+    if style.resolution[0] < 1.0:
+        low = max(8, int(round(size * rng.uniform(*style.resolution))))
+        if low < size:
+            img = downsample(img, low)
     noise = rng.uniform(*style.noise_std)
     if noise > 0:
         img = img + rng.standard_normal(img.shape, np.float32) * np.float32(noise)
+    if low < size:
+        # The sensor's noise is per sensor pixel: upsampled with the image, it becomes blotchy.
+        img = ndimage.zoom(img, (size / low, size / low, 1), order=1, mode="nearest",
+                           grid_mode=True)
     img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     jpeg = None
     if style.jpeg_quality is not None:
@@ -369,6 +385,34 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
     if jpeg is not None:
         out["image_jpeg"] = jpeg
     return out
+
+
+def motion_kernel(length: float, angle: float) -> np.ndarray:
+    """A normalised line kernel of `length` pixels at `angle` radians (linear motion blur): odd
+    size, the segment centred, each end's pixel weighted by its fractional coverage."""
+    half = int(np.ceil(length / 2))
+    n = 2 * half + 1
+    k = np.zeros((n, n), np.float32)
+    samples = max(2, int(np.ceil(4 * length)))
+    t = (np.arange(samples) + 0.5) / samples - 0.5
+    x, y = half + t * length * np.cos(angle), half + t * length * np.sin(angle)
+    # Bilinear splat of the segment's sample points.
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = x - x0, y - y0
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
+                      (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        np.add.at(k, (np.clip(y0 + dy, 0, n - 1), np.clip(x0 + dx, 0, n - 1)), w)
+    return k / k.sum()
+
+
+def downsample(img: np.ndarray, low: int) -> np.ndarray:
+    """(H, H, C) float image to (low, low, C): a Gaussian anti-alias filter matched to the
+    factor, then linear resampling (what a lower-resolution sensor records of the scene)."""
+    f = low / img.shape[0]
+    sigma = 0.5 * (1.0 / f - 1.0)
+    if sigma > 0.05:
+        img = ndimage.gaussian_filter(img, (sigma, sigma, 0), truncate=2.5)
+    return ndimage.zoom(img, (f, f, 1), order=1, mode="nearest", grid_mode=True)
 
 
 def body_radii(joints: np.ndarray, a: np.ndarray, b: np.ndarray, radius: np.ndarray

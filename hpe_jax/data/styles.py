@@ -52,6 +52,11 @@ class Style:
       sleeve_probability: chance the forearm wears a coloured sleeve instead of bare skin.
       noise_std: (min, max) Gaussian sensor noise, in [0, 1] intensity units.
       blur_sigma: (min, max) Gaussian blur in pixels (0 = sharp).
+      motion_blur: (min, max) length in pixels of a linear motion blur in a random direction
+        (below 1 px: none); (0, 0) draws nothing.
+      resolution: (min, max) the sensor's resolution as a fraction of the image size: the image
+        is recorded at that size (anti-aliased; the sensor noise is added there) and upsampled
+        back, as a low-resolution camera or a digital zoom gives; (1, 1) draws nothing.
       colour_cast: maximum per-channel gain deviation of a global colour cast.
       exposure_range: global brightness gain.
       jpeg_quality: (min, max) JPEG quality of a re-encoding, or None for no compression.
@@ -77,6 +82,8 @@ class Style:
     sleeve_probability: float = 0.0
     noise_std: Range = (0.0, 0.0)
     blur_sigma: Range = (0.0, 0.0)
+    motion_blur: Range = (0.0, 0.0)
+    resolution: Range = (1.0, 1.0)
     colour_cast: float = 0.0
     exposure_range: Range = (1.0, 1.0)
     jpeg_quality: tuple[int, int] | None = None
@@ -86,12 +93,17 @@ class Style:
     def __post_init__(self):
         for field in ("distance_range", "focal_range", "scale_range", "ambient_range",
                       "noise_std", "blur_sigma", "exposure_range", "num_shapes",
-                      "num_distractors"):
+                      "num_distractors", "motion_blur", "resolution"):
             lo, hi = getattr(self, field)
             if lo > hi:
                 raise ValueError(f"Style {self.name!r}: {field} = {(lo, hi)} has min > max")
         if self.distance_range[0] <= 100.0:
             raise ValueError(f"Style {self.name!r}: distance_range must stay beyond 100 mm")
+        if not (0.0 < self.resolution[0] and self.resolution[1] <= 1.0):
+            raise ValueError(f"Style {self.name!r}: resolution = {self.resolution} must lie in "
+                             "(0, 1] (a fraction of the image size)")
+        if self.motion_blur[0] < 0.0:
+            raise ValueError(f"Style {self.name!r}: motion_blur = {self.motion_blur} must be >= 0")
         if not self.skin_tones:
             raise ValueError(f"Style {self.name!r}: skin_tones is empty; give at least one RGB")
         for field in ("grasp_probability", "background_texture_probability",

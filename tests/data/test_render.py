@@ -85,9 +85,13 @@ def test_styles_differ_in_background_texture_and_skin_colour(samples):
         return np.mean(energy), np.mean(colour, 0)
 
     e_src, c_src = stats(samples["render"])
-    e_tgt, c_tgt = stats(samples["capture"])
-    assert e_tgt > 2.5 * e_src  # cluttered, textured target backgrounds
+    _, c_tgt = stats(samples["capture"])
     assert np.linalg.norm(c_tgt - c_src) > 0.05  # shifted skin tones, cast and highlights
+    # Cluttered, textured target scenes: measured before the camera's low resolution and motion
+    # blur smooth them (test_low_resolution_and_motion_blur_remove_fine_detail).
+    sharp = dataclasses.replace(styles.CAPTURE, motion_blur=(0.0, 0.0), resolution=(1.0, 1.0))
+    e_tgt, _ = stats([render.render_example(sharp, 0, i, SIZE) for i in range(16)])
+    assert e_tgt > 2.5 * e_src
 
 
 @pytest.mark.parametrize("prior", hand_sampler.PRIORS)
@@ -112,3 +116,43 @@ def test_bad_style_and_prior_are_rejected_with_a_clear_message():
         dataclasses.replace(styles.RENDER, distance_range=(600.0, 300.0))
     with pytest.raises(ValueError, match="pose prior"):
         hand_sampler.sample_angles(np.random.default_rng(0), "fist")
+    with pytest.raises(ValueError, match="resolution"):
+        dataclasses.replace(styles.CAPTURE, resolution=(0.0, 0.5))
+    with pytest.raises(ValueError, match="resolution"):
+        dataclasses.replace(styles.CAPTURE, resolution=(0.5, 1.5))
+    with pytest.raises(ValueError, match="motion_blur"):
+        dataclasses.replace(styles.CAPTURE, motion_blur=(-1.0, 2.0))
+
+
+@pytest.mark.parametrize("length, angle", [(4.0, 0.0), (5.5, np.pi / 2), (3.0, np.pi / 4)])
+def test_motion_kernel_is_a_normalised_line_along_its_angle(length, angle):
+    k = render.motion_kernel(length, angle)
+    assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1
+    assert np.isclose(k.sum(), 1.0) and np.all(k >= 0)
+    ys, xs = np.nonzero(k > 1e-3)
+    c = k.shape[0] // 2
+    # Every weighted pixel lies within a pixel of the segment through the centre ...
+    d = np.abs(-(xs - c) * np.sin(angle) + (ys - c) * np.cos(angle))
+    assert np.all(d <= 1.0)
+    # ... and the weights spread over about `length` pixels along it (second moment of a
+    # uniform segment: length^2 / 12).
+    t = (xs - c) * np.cos(angle) + (ys - c) * np.sin(angle)
+    spread = np.sqrt(np.sum(k[ys, xs] * t ** 2) * 12)
+    assert abs(spread - length) < 1.0
+
+
+def test_low_resolution_and_motion_blur_remove_fine_detail():
+    def detail(style):
+        grey = [render.render_example(style, 0, i, SIZE)["image"].astype(np.float32).mean(-1)
+                for i in range(6)]
+        return np.mean([np.abs(ndimage.laplace(g)).mean() for g in grey])
+
+    sharp = dataclasses.replace(styles.CAPTURE, motion_blur=(0.0, 0.0), resolution=(1.0, 1.0))
+    low = dataclasses.replace(sharp, resolution=(0.3, 0.3))
+    moving = dataclasses.replace(sharp, motion_blur=(6.0, 6.0))
+    assert detail(low) < 0.6 * detail(sharp)
+    assert detail(moving) < 0.8 * detail(sharp)
+    # The image keeps its size, and its labels are the scene's (the sensor sees the same hand).
+    a, b = render.render_example(low, 0, 1, SIZE), render.render_example(sharp, 0, 1, SIZE)
+    assert a["image"].shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(a["keypoints_2d"], b["keypoints_2d"])

@@ -72,7 +72,10 @@ def _rgb_stats_are_one_target_pass(config, state, batch, new) -> bool:
     _, upd = plain.apply(state.variables, rgb=image, train=True, mutable=["batch_stats"])
     want = jax.tree_util.tree_leaves(upd["batch_stats"]["rgb_encoder"])
     got = jax.tree_util.tree_leaves(new.batch_stats["rgb_encoder"])
-    return all(np.allclose(a, b, atol=1e-5) for a, b in zip(got, want, strict=True))
+    # Not bitwise: the compiled step may reduce the batch statistics in another order than this
+    # plain apply (up to 4e-5 seen on a Xeon); a source pass mixed in (momentum 0.9) moves them
+    # by about a tenth of the source-target difference, orders of magnitude more.
+    return all(np.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(got, want, strict=True))
 
 
 def test_finetune_step_runs_and_reports():
