@@ -102,6 +102,10 @@ def get_config() -> ml_collections.ConfigDict:
                                                # labelled joints (objectives/heatmap.py); not in
                                                # the paper (0 = off); the CPU configs use it to
                                                # escape the mean pose
+    c.loss.label_huber_delta = 0.0             # > 0: l on labelled joints is Huber-like, linear
+                                               # beyond this distance (64-px-heatmap px, z
+                                               # weighted in): far-off joints pull with a
+                                               # constant force. 0 = the paper's squared l
     c.loss.heatmap_sigma = 1.0                 # its Gaussian's std, output-heatmap pixels
     c.loss.heatmap_pseudo_weight = 0.0         # the same KL on kept pseudo-labels, inside L_l
                                                # (0 = off, the paper's L_l)
@@ -162,6 +166,10 @@ def get_config() -> ml_collections.ConfigDict:
                                                # its RGB pass scored 31 (measured depth: 25)
     c.pretrain.decay_epochs = (40, 50)
     c.pretrain.decay_factor = 0.1
+    c.pretrain.decay = "step"                  # "step" (the paper: x decay_factor at each of
+                                               # decay_epochs), or "cosine" / "linear" from lr
+                                               # to lr * final_lr_factor over pre-training
+    c.pretrain.final_lr_factor = 0.0           # where a cosine / linear decay ends
     c.pretrain.warmup_steps = 0
 
     c.finetune = ml_collections.ConfigDict()

@@ -18,7 +18,7 @@ Array = jnp.ndarray
 
 def pose_distance_25d(
     uv1: Array, z1: Array, uv2: Array, z2: Array, lambda_z: float = 50.0,
-    weights: Array | None = None, uv_scale: float = 1.0,
+    weights: Array | None = None, uv_scale: float = 1.0, huber_delta: float = 0.0,
 ) -> Array:
     """l(p1, p2) = mean_j (||uv1_j - uv2_j||^2 + lambda_z * (z1_j - z2_j)^2); shape (...,).
 
@@ -26,9 +26,17 @@ def pose_distance_25d(
       uv1, uv2: (..., J, 2) pixels; z1, z2: (..., J) reference-bone units.
       weights: optional (..., J) joint weights (e.g. visibility); the mean is then weighted.
       uv_scale: multiplies uv differences (64 / output_size: uv in 64-px-heatmap pixels).
+      huber_delta: > 0 replaces each joint's squared distance d^2 beyond d = huber_delta by
+        2 delta d - delta^2 (same value and slope at delta, then linear): a far-off joint pulls
+        with a constant force instead of one growing with its error (0: the paper's l).
     """
     per_joint = (uv_scale ** 2 * jnp.sum((uv1 - uv2) ** 2, axis=-1)
                  + lambda_z * (z1 - z2) ** 2)
+    if huber_delta > 0:
+        # sqrt of at least delta^2: the linear branch never differentiates sqrt at 0.
+        dist = jnp.sqrt(jnp.maximum(per_joint, huber_delta ** 2))
+        per_joint = jnp.where(per_joint <= huber_delta ** 2, per_joint,
+                              2.0 * huber_delta * dist - huber_delta ** 2)
     if weights is None:
         return jnp.mean(per_joint, axis=-1)
     weights = weights.astype(per_joint.dtype)
@@ -43,6 +51,7 @@ def multimodal_loss(
     lambda_m: float = 100.0,
     lambda_dm: float = 50.0,
     uv_scale: float = 1.0,
+    huber_delta: float = 0.0,
 ) -> dict[str, Array]:
     """M(y, y_gt) = l(p, p_gt) + lambda_m |m - m_gt|_1 + lambda_dm |dmap - dmap_gt|_1 (Eq. 2).
 
@@ -70,7 +79,7 @@ def multimodal_loss(
                       if k != "weights" else v) for k, v in target.items()}
     per_example = {"pose": pose_distance_25d(pred["uv"], pred["z"], target["uv"], target["z"],
                                              lambda_z, weights=target.get("joint_weights"),
-                                             uv_scale=uv_scale)}
+                                             uv_scale=uv_scale, huber_delta=huber_delta)}
     zero = jnp.zeros_like(per_example["pose"])
     per_example["mask"] = (
         jnp.mean(jnp.abs(pred["mask"] - target["mask"]), axis=(1, 2, 3))

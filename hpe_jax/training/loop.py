@@ -96,6 +96,8 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
         float(config.pretrain.lr),
         tuple(e * plan.pretrain_steps_per_epoch for e in config.pretrain.decay_epochs),
         float(config.pretrain.decay_factor), int(config.pretrain.warmup_steps),
+        str(config.pretrain.get("decay", "step")), plan.pretrain_steps,
+        float(config.pretrain.get("final_lr_factor", 0.0)),
         plan.pretrain_steps if plan.finetune_steps else None, float(config.finetune.lr),
         float(config.optim.b1), float(config.optim.b2), float(config.optim.clip_norm))
 
@@ -105,9 +107,10 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
 # are not equal; a repeated or resumed run in the same process would otherwise recompile.
 @functools.lru_cache(maxsize=16)
 def _optimizer(lr: float, boundaries: tuple[int, ...], factor: float, warmup_steps: int,
-               switch_step: int | None, finetune_lr: float, b1: float, b2: float,
-               clip_norm: float):
-    pre = optim.pretrain_schedule(lr, list(boundaries), factor, warmup_steps)
+               decay: str, total_steps: int, final_factor: float, switch_step: int | None,
+               finetune_lr: float, b1: float, b2: float, clip_norm: float):
+    pre = optim.pretrain_schedule(lr, list(boundaries), factor, warmup_steps, decay, total_steps,
+                                  final_factor)
     schedule = optim.joined_schedule(pre, switch_step, finetune_lr)
     return optim.make_optimizer(schedule, b1, b2, clip_norm), schedule
 

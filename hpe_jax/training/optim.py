@@ -26,12 +26,33 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
     return math.ceil(num_examples / global_batch_size)
 
 
+PRETRAIN_DECAYS = ("step", "cosine", "linear")
+
+
 def pretrain_schedule(
-    lr: float, boundaries: list[int], factor: float, warmup_steps: int = 0
+    lr: float, boundaries: list[int], factor: float, warmup_steps: int = 0,
+    decay: str = "step", total_steps: int = 0, final_factor: float = 0.0,
 ) -> optax.Schedule:
-    """Piecewise-constant lr: `lr`, times `factor` at each step boundary; optional linear warm-up
-    (the boundaries then count from the end of the warm-up)."""
-    schedule = optax.piecewise_constant_schedule(lr, {int(b): factor for b in boundaries})
+    """The pre-training lr, with an optional linear warm-up from 0 (the rest then counts from its
+    end).
+
+    decay='step' (the paper): piecewise constant, `lr` times `factor` at each step boundary.
+    decay='cosine' / 'linear': from `lr` down to `lr * final_factor` over the `total_steps`
+    pre-training steps (warm-up included), `boundaries` and `factor` unused: a short budget
+    spends fewer steps at the peak and none at a floor (the CPU configs' choice).
+    """
+    if decay not in PRETRAIN_DECAYS:
+        raise ValueError(f"pretrain.decay={decay!r} is not one of {PRETRAIN_DECAYS}")
+    if decay == "step" or total_steps == 0:  # no pre-training steps: nothing to decay
+        schedule = optax.piecewise_constant_schedule(lr, {int(b): factor for b in boundaries})
+    else:
+        span = total_steps - warmup_steps
+        if span <= 0:
+            raise ValueError(f"a {decay} decay needs more pre-training steps ({total_steps}) than "
+                             f"warm-up steps ({warmup_steps}); raise pretrain.epochs or lower "
+                             "pretrain.warmup_steps")
+        schedule = (optax.cosine_decay_schedule(lr, span, final_factor) if decay == "cosine"
+                    else optax.linear_schedule(lr, lr * final_factor, span))
     if warmup_steps > 0:
         warm = optax.linear_schedule(0.0, lr, warmup_steps)
         schedule = optax.join_schedules([warm, schedule], [warmup_steps])

@@ -31,3 +31,22 @@ def test_multimodal_loss_terms_and_weights():
     # Per-example weights (the pseudo-label keep mask): rejected examples count as zero.
     weighted = multimodal_loss(pred, dict(target, weights=np.array([1.0, 0.0])))
     np.testing.assert_allclose(weighted["pose"], 1.0)
+
+
+def test_huber_form_is_squared_near_and_linear_far_with_finite_gradients():
+    import jax
+    import jax.numpy as jnp
+
+    uv1 = np.zeros((1, 3, 2), np.float32)
+    uv2 = np.array([[[3.0, 4.0], [0.0, 1.0], [0.0, 0.0]]], np.float32)  # distances 5, 1, 0
+    z = np.zeros((1, 3), np.float32)
+    # delta 2: joint 0 (d = 5) costs 2*2*5 - 4 = 16 instead of 25; joint 1 (d = 1) stays 1.
+    np.testing.assert_allclose(pose_distance_25d(uv1, z, uv2, z, huber_delta=2.0),
+                               [(16.0 + 1.0 + 0.0) / 3], rtol=1e-6)
+    grad = jax.grad(lambda u: pose_distance_25d(u, jnp.asarray(z), jnp.asarray(uv2),
+                                                jnp.asarray(z), huber_delta=2.0)[0])(
+        jnp.asarray(uv1))
+    assert np.all(np.isfinite(grad))
+    # The far joint pulls with 2 delta (unit direction), not with 2 d as the squared form does.
+    np.testing.assert_allclose(np.linalg.norm(grad[0, 0]), 2 * 2.0 / 3, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(grad[0, 2]), 0.0)

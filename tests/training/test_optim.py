@@ -26,6 +26,28 @@ def test_warmup():
                                rtol=1e-6, atol=1e-7)
 
 
+def test_cosine_and_linear_decays_reach_the_floor_at_the_switch():
+    cos = optim.pretrain_schedule(1.0, [5], 0.1, warmup_steps=10, decay="cosine",
+                                  total_steps=110, final_factor=0.05)
+    # Warm-up, then half-way down at the middle of the rest, the floor at the switch; the step
+    # boundaries are ignored.
+    np.testing.assert_allclose([cos(5), cos(10), cos(60), cos(110), cos(500)],
+                               [0.5, 1.0, 0.525, 0.05, 0.05], rtol=1e-5)
+    lin = optim.pretrain_schedule(2.0, [], 0.1, decay="linear", total_steps=100)
+    np.testing.assert_allclose([lin(0), lin(25), lin(100)], [2.0, 1.5, 0.0], atol=1e-6)
+    joined = optim.joined_schedule(lin, 100, 1e-4)
+    np.testing.assert_allclose([joined(99), joined(100)], [0.02, 1e-4], rtol=1e-5)
+    # Without pre-training steps (a fine-tuning-only config) there is nothing to decay.
+    assert float(optim.pretrain_schedule(1.0, [], 0.1, decay="cosine")(0)) == 1.0
+
+
+def test_bad_decay_settings_say_what_to_change():
+    with pytest.raises(ValueError, match="not one of"):
+        optim.pretrain_schedule(1.0, [], 0.1, decay="exp", total_steps=10)
+    with pytest.raises(ValueError, match="raise pretrain.epochs"):
+        optim.pretrain_schedule(1.0, [], 0.1, warmup_steps=10, decay="cosine", total_steps=10)
+
+
 def test_reset_adam_moments_zeroes_adam_and_keeps_the_schedule_position():
     import jax
     import jax.numpy as jnp
