@@ -106,6 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
                                                # beyond this distance (64-px-heatmap px, z
                                                # weighted in): far-off joints pull with a
                                                # constant force. 0 = the paper's squared l
+    c.loss.label_huber_phases = ("pretrain", "finetune")  # where label_huber_delta applies
     c.loss.heatmap_sigma = 1.0                 # its Gaussian's std, output-heatmap pixels
     c.loss.heatmap_pseudo_weight = 0.0         # the same KL on kept pseudo-labels, inside L_l
                                                # (0 = off, the paper's L_l)

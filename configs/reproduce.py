@@ -103,6 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.pretrain.warmup_steps = 100
     c.pretrain.decay = "cosine"             # to 0 at the switch; decay_epochs below then unused
     c.loss.label_huber_delta = 4.0          # Huber l on labels, 64-px units (docstring)
+    c.loss.label_huber_phases = ("pretrain",)  # fine-tuning keeps the squared l (docstring)
     c.pretrain.fused_depth = "predicted"    # the teacher's second-pass input (docstring)
     c.pretrain.decay_epochs = (4.5, 5.5)    # the paper's 40/60 and 50/60, for decay="step"
     c.finetune.epochs = 6                   # 6 x 250 steps of 16 labelled + 16 unlabelled: from

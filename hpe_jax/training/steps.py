@@ -122,6 +122,14 @@ def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template:
     loss = LossConfig.from_config(config.loss)
     if epsilon is not None:
         loss = dataclasses.replace(loss, epsilon=float(epsilon))
+    phases = tuple(config.loss.get("label_huber_phases", ("pretrain", "finetune")))
+    if not set(phases) <= {"pretrain", "finetune"}:
+        raise ValueError(f"loss.label_huber_phases={phases!r} may name only 'pretrain' and "
+                         "'finetune', e.g. ('pretrain',)")
+    if "finetune" not in phases:
+        # The squared l on labels here too: L_l and L_d are squared, and a Huber L_s beside
+        # them lets the pseudo-labels outweigh the labels (measured: configs/reproduce.py).
+        loss = dataclasses.replace(loss, label_huber_delta=0.0)
     ft = config.finetune
     return _pmapped(finetune_step, model, loss, template=_hashable(template),
                     teacher=ft.teacher, ema_decay=float(ft.ema_decay),
