@@ -25,6 +25,10 @@ What differs from the paper's settings (configs/default.py), and why, at CPU sca
   1e-3 28.14 / 41.92, PCK 0.356 / 0.152; Huber with cosine at 2e-3 26.90 / 40.37, PCK 0.386 /
   0.168 (the config's). The squared l lets the worst joints (fingertips, 2.4-2.7 px off)
   dominate the gradient of a model that underfits; the Huber form pulls every joint alike;
+- the Huber l in pre-training only (`loss.label_huber_phases`): with it in fine-tuning too, the
+  labels' capped pull lost to the squared L_l and L_d (the 6dee904 reproduce: source 26.78 ->
+  32.79 mm, 20% of the target gap closed); with the squared l in fine-tuning, from that
+  switch checkpoint, `make demo` (1,000 steps): 38.89 -> 34.62 mm, 35%, source 30.14;
 - batch 32 (a small network from scratch, not an ImageNet ResNet-101). Earlier, with the squared
   l and the step decay at lr 1e-3: batch 16
   measured, not adopted yet: from scratch at 2 epochs (decay at 1.5 and 1.83) the source EPE is

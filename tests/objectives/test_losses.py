@@ -51,3 +51,20 @@ def test_a_second_binding_of_the_same_configuration_is_the_same_compiled_step():
     assert steps.bind_finetune(model, config, template) is not first
     config.loss.lambda_c = 0.3
     assert steps.bind_pretrain(model, config) is not steps.bind_pretrain(again, tiny_config())
+
+
+def test_label_huber_phases_keep_the_squared_l_in_fine_tuning():
+    config = tiny_config()
+    model = factory.build_model(config.model, "batch")
+    template = normalized_template()
+    squared = steps.bind_finetune(model, config, template)
+    config.loss.label_huber_delta = 4.0
+    huber = steps.bind_finetune(model, config, template)
+    assert huber is not squared
+    assert steps.bind_pretrain(model, config) is not steps.bind_pretrain(model, tiny_config())
+    # Huber in pre-training only: fine-tuning binds the very step of the squared l.
+    config.loss.label_huber_phases = ("pretrain",)
+    assert steps.bind_finetune(model, config, template) is squared
+    config.loss.label_huber_phases = ("pre-training",)
+    with pytest.raises(ValueError, match="label_huber_phases"):
+        steps.bind_finetune(model, config, template)
