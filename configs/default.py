@@ -178,6 +178,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.finetune.batch_size = 20                 # labelled synthetic batch per step (global)
     c.finetune.unlabelled_batch_size = 20      # unlabelled real batch per step (global)
     c.finetune.lr = 2.5e-5
+    c.finetune.decay = "constant"              # the fine-tuning lr over the stage: "constant"
+                                               # (the paper) or "cosine" / "linear" down to
+                                               # lr * final_lr_factor at the last step
+    c.finetune.final_lr_factor = 0.0           # for decay="cosine" / "linear"
     c.finetune.teacher = "ema"                 # "ema" (this project) or "online" (the paper)
     c.finetune.ema_decay = 0.999
     c.finetune.reset_optimizer = False         # Adam's moments at the switch: carried over from

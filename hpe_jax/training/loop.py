@@ -37,6 +37,7 @@ from hpe_jax.objectives.pseudo_labels import (
 )
 from hpe_jax.training import checkpoint, optim, steps
 from hpe_jax.training.factory import build_model, initial_state
+from hpe_jax.training.phases import phase_augment, phase_loss
 from hpe_jax.training.state import TrainState, check_teacher
 
 
@@ -99,6 +100,8 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
         str(config.pretrain.get("decay", "step")), plan.pretrain_steps,
         float(config.pretrain.get("final_lr_factor", 0.0)),
         plan.pretrain_steps if plan.finetune_steps else None, float(config.finetune.lr),
+        str(config.finetune.get("decay", "constant")), plan.finetune_steps,
+        float(config.finetune.get("final_lr_factor", 0.0)),
         float(config.optim.b1), float(config.optim.b2), float(config.optim.clip_norm))
 
 
@@ -108,26 +111,14 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
 @functools.lru_cache(maxsize=16)
 def _optimizer(lr: float, boundaries: tuple[int, ...], factor: float, warmup_steps: int,
                decay: str, total_steps: int, final_factor: float, switch_step: int | None,
-               finetune_lr: float, b1: float, b2: float, clip_norm: float):
+               finetune_lr: float, finetune_decay: str, finetune_steps: int,
+               finetune_final_factor: float, b1: float, b2: float, clip_norm: float):
     pre = optim.pretrain_schedule(lr, list(boundaries), factor, warmup_steps, decay, total_steps,
                                   final_factor)
-    schedule = optim.joined_schedule(pre, switch_step, finetune_lr)
+    post = optim.finetune_schedule(finetune_lr, finetune_decay, finetune_steps,
+                                   finetune_final_factor)
+    schedule = optim.joined_schedule(pre, switch_step, post)
     return optim.make_optimizer(schedule, b1, b2, clip_norm), schedule
-
-
-def phase_augment(config: ml_collections.ConfigDict, phase: str) -> pipeline.AugmentConfig:
-    """The augmentation of `phase` ("pretrain" or "finetune"): `data.augment`, with the source
-    occluders and sleeves off in the phases `data.source_occlusion_phases` does not name."""
-    augment = pipeline.AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
-                                        for k, v in config.data.augment.items()})
-    phases = tuple(config.data.get("source_occlusion_phases", ("finetune",)))
-    if not set(phases) <= {"pretrain", "finetune"}:
-        raise ValueError(f"data.source_occlusion_phases={phases!r} may name only 'pretrain' and "
-                         "'finetune', e.g. ('finetune',)")
-    if phase not in phases:
-        augment = dataclasses.replace(augment, source_occlusion_probability=0.0,
-                                      sleeve_probability=0.0)
-    return augment
 
 
 def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
@@ -265,11 +256,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before anything compiles
     steps.check_options(config)
     phase_augment(config, "pretrain")  # refuses a bad data.source_occlusion_phases now
+    phase_loss(config, "pretrain")  # and a bad loss.label_huber_phases
     config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
     config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
-    model = build_model(config.model, "batch")
     plan = make_plan(config)
-    tx, schedule = make_optimizer(config, plan)
+    tx, schedule = make_optimizer(config, plan)  # refuses a bad pretrain / finetune.decay
+    model = build_model(config.model, "batch")
     manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
     state = initial_state(config, model, tx)
     resumed = checkpoint.restore_latest(manager, state, pretrain_steps=plan.pretrain_steps,

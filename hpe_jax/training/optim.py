@@ -43,29 +43,55 @@ def pretrain_schedule(
     """
     if decay not in PRETRAIN_DECAYS:
         raise ValueError(f"pretrain.decay={decay!r} is not one of {PRETRAIN_DECAYS}")
-    if decay == "step" or total_steps == 0:  # no pre-training steps: nothing to decay
+    if decay == "step":
         schedule = optax.piecewise_constant_schedule(lr, {int(b): factor for b in boundaries})
+    elif total_steps == 0:  # no pre-training steps (a fine-tuning-only run): nothing to decay
+        schedule = optax.constant_schedule(lr)
     else:
         span = total_steps - warmup_steps
         if span <= 0:
             raise ValueError(f"a {decay} decay needs more pre-training steps ({total_steps}) than "
                              f"warm-up steps ({warmup_steps}); raise pretrain.epochs or lower "
                              "pretrain.warmup_steps")
-        schedule = (optax.cosine_decay_schedule(lr, span, final_factor) if decay == "cosine"
-                    else optax.linear_schedule(lr, lr * final_factor, span))
+        schedule = _decayed(lr, decay, span, final_factor)
     if warmup_steps > 0:
         warm = optax.linear_schedule(0.0, lr, warmup_steps)
         schedule = optax.join_schedules([warm, schedule], [warmup_steps])
     return schedule
 
 
+def _decayed(lr: float, decay: str, span: int, final_factor: float) -> optax.Schedule:
+    """From `lr` to `lr * final_factor` over `span` steps, by a half cosine or a line."""
+    return (optax.cosine_decay_schedule(lr, span, final_factor) if decay == "cosine"
+            else optax.linear_schedule(lr, lr * final_factor, span))
+
+
+FINETUNE_DECAYS = ("constant", "cosine", "linear")
+
+
+def finetune_schedule(lr: float, decay: str = "constant", total_steps: int = 0,
+                      final_factor: float = 0.0) -> optax.Schedule:
+    """The fine-tuning lr, counted from the switch. decay='constant' (the paper: one lr for the
+    whole stage); 'cosine' / 'linear': from `lr` to `lr * final_factor` over the
+    `total_steps` fine-tuning steps, so the last steps (and the EMA teacher that averages them)
+    settle instead of jittering at the full lr."""
+    if decay not in FINETUNE_DECAYS:
+        raise ValueError(f"finetune.decay={decay!r} is not one of {FINETUNE_DECAYS}")
+    if decay == "constant" or total_steps <= 0:
+        return optax.constant_schedule(lr)
+    return _decayed(lr, decay, total_steps, final_factor)
+
+
 def joined_schedule(
-    pretrain: optax.Schedule, switch_step: int | None, finetune_lr: float
+    pretrain: optax.Schedule, switch_step: int | None, finetune: float | optax.Schedule
 ) -> optax.Schedule:
-    """Pre-training schedule until `switch_step`, then the constant fine-tuning lr."""
+    """Pre-training schedule until `switch_step`, then the fine-tuning one (a float: constant),
+    which counts its steps from the switch."""
     if switch_step is None:
         return pretrain
-    return optax.join_schedules([pretrain, optax.constant_schedule(finetune_lr)], [switch_step])
+    if not callable(finetune):
+        finetune = optax.constant_schedule(finetune)
+    return optax.join_schedules([pretrain, finetune], [switch_step])
 
 
 def make_optimizer(

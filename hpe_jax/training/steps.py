@@ -35,6 +35,7 @@ from hpe_jax.objectives.losses import (
     supervised_loss,
 )
 from hpe_jax.objectives.pseudo_labels import make_pseudo_labels
+from hpe_jax.training.phases import phase_loss
 from hpe_jax.training.state import TrainState, check_teacher, ema_update
 
 
@@ -110,7 +111,7 @@ def _finish_step(
 def bind_pretrain(model: nn.Module, config: ml_collections.ConfigDict) -> Callable:
     """`pretrain_step` for `config`, pmapped over the 'batch' axis: `(state, batch, rng)` with
     a leading device axis on each, donating the old state."""
-    return _pmapped(pretrain_step, model, LossConfig.from_config(config.loss),
+    return _pmapped(pretrain_step, model, phase_loss(config, "pretrain"),
                     fused_depth=config.pretrain.get("fused_depth", "measured"))
 
 
@@ -119,17 +120,9 @@ def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template:
     """`finetune_step` for `config` (its loss, `finetune.teacher`, `ema_decay`, `bn_stats`)
     with rho's (21, 3) `template`, pmapped like `bind_pretrain`; `epsilon` (a calibrated one)
     replaces `loss.epsilon`."""
-    loss = LossConfig.from_config(config.loss)
+    loss = phase_loss(config, "finetune")
     if epsilon is not None:
         loss = dataclasses.replace(loss, epsilon=float(epsilon))
-    phases = tuple(config.loss.get("label_huber_phases", ("pretrain", "finetune")))
-    if not set(phases) <= {"pretrain", "finetune"}:
-        raise ValueError(f"loss.label_huber_phases={phases!r} may name only 'pretrain' and "
-                         "'finetune', e.g. ('pretrain',)")
-    if "finetune" not in phases:
-        # The squared l on labels here too: L_l and L_d are squared, and a Huber L_s beside
-        # them lets the pseudo-labels outweigh the labels (measured: configs/reproduce.py).
-        loss = dataclasses.replace(loss, label_huber_delta=0.0)
     ft = config.finetune
     return _pmapped(finetune_step, model, loss, template=_hashable(template),
                     teacher=ft.teacher, ema_decay=float(ft.ema_decay),

@@ -65,6 +65,7 @@ def test_label_huber_phases_keep_the_squared_l_in_fine_tuning():
     # Huber in pre-training only: fine-tuning binds the very step of the squared l.
     config.loss.label_huber_phases = ("pretrain",)
     assert steps.bind_finetune(model, config, template) is squared
-    config.loss.label_huber_phases = ("pre-training",)
-    with pytest.raises(ValueError, match="label_huber_phases"):
-        steps.bind_finetune(model, config, template)
+    # Huber in fine-tuning only: pre-training binds the squared l's step.
+    config.loss.label_huber_phases = ("finetune",)
+    assert steps.bind_pretrain(model, config) is steps.bind_pretrain(model, tiny_config())
+    assert steps.bind_finetune(model, config, template) is huber

@@ -137,7 +137,9 @@ def test_unknown_teacher_is_refused_at_start_up(tiny_data_dir, tmp_path, monkeyp
 
 @pytest.mark.parametrize("field, value", [("finetune.source_view", "augmented"),
                                           ("finetune.bn_stats", "domain"),
-                                          ("pretrain.fused_depth", "rendered")])
+                                          ("pretrain.fused_depth", "rendered"),
+                                          ("pretrain.decay", "exp"),
+                                          ("finetune.decay", "step")])
 def test_unknown_step_option_is_refused_at_start_up(tiny_data_dir, tmp_path, monkeypatch,
                                                    field, value):
     config = tiny_config(tiny_data_dir)
@@ -146,19 +148,3 @@ def test_unknown_step_option_is_refused_at_start_up(tiny_data_dir, tmp_path, mon
     monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(ValueError, match=rf"{field}='{value}' is not one of"):
         loop.train(config, str(tmp_path))
-
-
-def test_source_occluders_and_sleeves_only_in_the_phases_the_config_names():
-    config = tiny_config()
-    config.data.augment.source_occlusion_probability = 0.5
-    config.data.augment.sleeve_probability = 0.4
-    config.data.augment.strong_occlusion_probability = 0.3
-    pre, fine = loop.phase_augment(config, "pretrain"), loop.phase_augment(config, "finetune")
-    assert (pre.source_occlusion_probability, pre.sleeve_probability) == (0.0, 0.0)
-    assert (fine.source_occlusion_probability, fine.sleeve_probability) == (0.5, 0.4)
-    assert pre.strong_occlusion_probability == fine.strong_occlusion_probability == 0.3
-    config.data.source_occlusion_phases = ("pretrain", "finetune")
-    assert loop.phase_augment(config, "pretrain").sleeve_probability == 0.4
-    config.data.source_occlusion_phases = ("pretraining",)
-    with pytest.raises(ValueError, match="source_occlusion_phases"):
-        loop.phase_augment(config, "finetune")

@@ -41,6 +41,23 @@ def test_cosine_and_linear_decays_reach_the_floor_at_the_switch():
     assert float(optim.pretrain_schedule(1.0, [], 0.1, decay="cosine")(0)) == 1.0
 
 
+def test_finetune_decay_counts_from_the_switch_and_ends_at_its_floor():
+    pre = optim.pretrain_schedule(1e-3, [], 0.1)
+    cos = optim.joined_schedule(pre, 100, optim.finetune_schedule(
+        3e-4, "cosine", total_steps=200, final_factor=0.1))
+    # The pre-training lr up to the switch, the fine-tuning peak at it, half-way down at the
+    # middle of the stage and the floor at its last step.
+    np.testing.assert_allclose([cos(99), cos(100), cos(200), cos(300)],
+                               [1e-3, 3e-4, 1.65e-4, 3e-5], rtol=1e-5)
+    lin = optim.finetune_schedule(2.0, "linear", total_steps=4)
+    np.testing.assert_allclose([lin(0), lin(1), lin(4)], [2.0, 1.5, 0.0], atol=1e-6)
+    # The paper's constant lr, also for a decay without a stage to decay over.
+    assert float(optim.finetune_schedule(3e-4)(10_000)) == np.float32(3e-4)
+    assert float(optim.finetune_schedule(3e-4, "cosine")(50)) == np.float32(3e-4)
+    with pytest.raises(ValueError, match="finetune.decay='step' is not one of"):
+        optim.finetune_schedule(3e-4, "step", total_steps=10)
+
+
 def test_bad_decay_settings_say_what_to_change():
     with pytest.raises(ValueError, match="not one of"):
         optim.pretrain_schedule(1.0, [], 0.1, decay="exp", total_steps=10)
