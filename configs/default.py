@@ -39,7 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
         # Occluders and coloured sleeves on the labelled source images, labels kept (not in the
         # paper; 0 = off), in the phases data.source_occlusion_phases names.
         source_occlusion_probability=0.0, source_occlusion_size=(0.2, 0.5),
-        sleeve_probability=0.0))
+        sleeve_probability=0.0,
+        # Procedural clutter behind the labelled source hand (needs its mask), with blobs in
+        # the hand's colour (not in the paper; 0 = off); in the same phases.
+        source_background_probability=0.0))
     c.data.source_occlusion_phases = ("finetune",)
 
     c.model = ml_collections.ConfigDict()

@@ -53,6 +53,12 @@ class AugmentConfig:
         depth cube but outside the hand mask) is recoloured as a sleeve of one random colour,
         keeping its shading (`sleeve`). Needs depth; applied with the source occluder. Not in
         the paper (0 = off).
+      source_background_probability: chance that a labelled image's background (off the hand
+        mask and off the forearm) is replaced by procedural clutter (`clutter_background`): a
+        smooth random colour field with finer colour noise and one to three blobs in the
+        hand's own mean colour (hard negatives for the heatmaps), labels kept. Needs the mask
+        (or depth); applied with the source occluder, in the same phases. Not in the paper
+        (0 = off).
     """
 
     rotation_deg: float = 180.0
@@ -76,6 +82,7 @@ class AugmentConfig:
     source_occlusion_probability: float = 0.0
     source_occlusion_size: tuple[float, float] = (0.2, 0.5)
     sleeve_probability: float = 0.0
+    source_background_probability: float = 0.0
 
     def __post_init__(self):
         for name in ("scale_range", "blur_sigma", "weak_scale_range"):
@@ -89,7 +96,7 @@ class AugmentConfig:
                                  "0 < min <= max <= 1 (fractions of the crop side)")
         for name in ("blur_probability", "depth_hole_probability", "depth_hole_fraction",
                      "strong_occlusion_probability", "source_occlusion_probability",
-                     "sleeve_probability"):
+                     "sleeve_probability", "source_background_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must lie in [0, 1]")
 
@@ -203,6 +210,42 @@ def sleeve(image: tf.Tensor, forearm: tf.Tensor, key: tf.Tensor, probability: fl
     top = tf.reduce_max(tf.where(forearm, brightness, 0.0))
     shaded = colour * brightness / tf.maximum(top, 1e-3)
     return tf.where(forearm & on, tf.clip_by_value(shaded, 0.0, 1.0), image)
+
+
+def clutter_background(image: tf.Tensor, background: tf.Tensor, hand: tf.Tensor,
+                       key: tf.Tensor, probability: float, salt: int) -> tf.Tensor:
+    """With chance `probability`, the (H, W, 3) image in [0, 1] with the pixels where the (H, W,
+    1) bool `background` holds replaced by clutter; otherwise unchanged. The clutter: a smooth
+    colour field (random colours on a 3x3 to 6x6 grid, upsampled bilinearly), finer colour noise
+    (a 16x16 grid, amplitude 0.25), and one to three ellipses (half-axes 8-25% of the side) in
+    the mean colour of the (H, W, 1) bool `hand` pixels times U(0.7, 1.2): blobs that look like
+    skin, so the heatmaps learn to ignore hand-coloured things that are not the hand. Keys as in
+    `occlude`."""
+    if probability <= 0:
+        return image
+    k = split_key(tf.random.experimental.stateless_fold_in(key, salt), 8)
+    h, w = image.shape[0], image.shape[1]
+    cells = tf.random.stateless_uniform([2], k[0], 3, 7, tf.int32)
+    coarse = tf.random.stateless_uniform(tf.concat([[1], cells, [3]], 0), k[1])
+    field = tf.image.resize(coarse, [h, w], "bilinear")[0]
+    fine = tf.image.resize(tf.random.stateless_uniform([1, 16, 16, 3], k[2], -1.0, 1.0),
+                           [h, w], "bilinear")[0]
+    clutter = field + 0.25 * fine
+    n_hand = tf.reduce_sum(tf.cast(hand, tf.float32))
+    hand_colour = tf.reduce_sum(tf.where(hand, image, 0.0), axis=[0, 1]) / tf.maximum(n_hand, 1.0)
+    rows = (tf.range(h, dtype=tf.float32)[:, None] + 0.5) / h
+    cols = (tf.range(w, dtype=tf.float32)[None, :] + 0.5) / w
+    count = tf.random.stateless_uniform([], k[3], 1, 4, tf.int32)
+    centres = _uniform(k[4], 0.0, 1.0, [3, 2])
+    axes = _uniform(k[5], 0.08, 0.25, [3, 2])
+    gains = _uniform(k[6], 0.7, 1.2, [3])
+    for i in range(3):
+        inside = (tf.square((rows - centres[i, 0]) / axes[i, 0])
+                  + tf.square((cols - centres[i, 1]) / axes[i, 1])) <= 1.0
+        inside = inside & (i < count) & (n_hand > 0)
+        clutter = tf.where(inside[..., None], hand_colour * gains[i], clutter)
+    on = _uniform(k[7], 0.0, 1.0) < probability
+    return tf.where(background & on, tf.clip_by_value(clutter, 0.0, 1.0), image)
 
 
 def depth_texture(depth_mm: tf.Tensor, key: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:

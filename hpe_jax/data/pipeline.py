@@ -243,12 +243,17 @@ def _labelled_example(ex, key, *, input_size, output_size, cfg, with_depth, cube
     if with_depth:
         depth_in, mask_in, mask_out, target = _depth_views(
             ex, a_in, a_out, input_size, output_size, out["z_root"], cube_mm)
-    if with_depth and cfg.sleeve_probability > 0:
+    if with_depth and (cfg.sleeve_probability > 0 or cfg.source_background_probability > 0):
         # The forearm: measured depth near the hand (inside the depth cube) but off its mask.
-        # (Skipped when sleeves are off: the sleeve's draws come from a key of its own.)
+        # (Skipped when sleeves and backgrounds are off: their draws come from keys of their
+        # own.)
         near = normalize_depth(depth_in, None, out["z_root"], cube_mm) < 1.0
         forearm = (depth_in > 0) & near & (mask_in < 0.5)
         image = aug.sleeve(image, forearm, k_tex, cfg.sleeve_probability, salt=3)
+        # The background: neither hand nor forearm (the sleeve stays; the clutter sits behind).
+        hand = mask_in >= 0.5
+        image = aug.clutter_background(image, ~hand & ~forearm, hand, k_tex,
+                                       cfg.source_background_probability, salt=4)
     # Source occluders and sleeves change the image the labels describe, not the labels: the
     # keys are folded from T's, so every other draw is the same with them on or off.
     image = aug.occlude(image, k_tex, cfg.source_occlusion_probability,

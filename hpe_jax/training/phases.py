@@ -1,5 +1,6 @@
 """Per-phase settings: what the config lets differ between pre-training and fine-tuning
-besides the step itself (the source's occluders and sleeves, the Huber form of l on labels).
+besides the step itself (the source's occluders, sleeves and backgrounds; the Huber form of l
+on labels).
 
 Each such setting is a tuple of phase names in the config (`data.source_occlusion_phases`,
 `loss.label_huber_phases`); the functions here turn the config into the phase's
@@ -30,13 +31,14 @@ def named_phases(node: ml_collections.ConfigDict, field: str,
 
 
 def phase_augment(config: ml_collections.ConfigDict, phase: str) -> pipeline.AugmentConfig:
-    """The augmentation of `phase`: `data.augment`, with the source occluders and sleeves off
-    in the phases `data.source_occlusion_phases` does not name (default: fine-tuning only)."""
+    """The augmentation of `phase`: `data.augment`, with the source occluders, sleeves and
+    clutter backgrounds off in the phases `data.source_occlusion_phases` does not name
+    (default: fine-tuning only)."""
     augment = pipeline.AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                                         for k, v in config.data.augment.items()})
     if phase not in named_phases(config.data, "source_occlusion_phases", ("finetune",)):
         augment = dataclasses.replace(augment, source_occlusion_probability=0.0,
-                                      sleeve_probability=0.0)
+                                      sleeve_probability=0.0, source_background_probability=0.0)
     return augment
 
 

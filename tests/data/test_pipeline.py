@@ -158,6 +158,36 @@ def test_source_sleeve_and_occluder_change_the_image_not_the_labels():
         augment.AugmentConfig(sleeve_probability=1.5)
 
 
+def test_source_background_clutter_replaces_only_the_background():
+    base = _labelled_views(augment.AugmentConfig())
+    cluttered = _labelled_views(augment.AugmentConfig(source_background_probability=1.0))
+    for k in base:
+        if k not in ("image", "image_pos"):
+            np.testing.assert_array_equal(cluttered[k], base[k], err_msg=k)
+    changed = np.any(cluttered["image"].numpy() != base["image"].numpy(), axis=-1)
+    hand = np.zeros_like(changed)
+    hand[20:44, 20:44] = True
+    forearm = np.zeros_like(changed)
+    forearm[44:, 26:38] = True
+    # The hand and the forearm (the sleeve's place) keep their pixels; the background changes.
+    assert not changed[hand | forearm].any()
+    assert changed[~(hand | forearm)].mean() > 0.95
+    # Some of the background now has the hand's mean colour (the skin-coloured blobs).
+    rgb = preprocess.denormalize_image(cluttered["image"].numpy())
+    hand_mean = preprocess.denormalize_image(base["image"].numpy())[hand].mean(0)
+    direction = rgb / np.linalg.norm(rgb, axis=-1, keepdims=True)
+    target = hand_mean / np.linalg.norm(hand_mean)
+    blob = np.all(np.abs(direction - target) < 1e-3, axis=-1) & ~(hand | forearm)
+    assert blob.sum() >= 4
+    # The draws are the example key's: the same key gives the same clutter, another key another.
+    again = _labelled_views(augment.AugmentConfig(source_background_probability=1.0))
+    np.testing.assert_array_equal(again["image"], cluttered["image"])
+    other = _labelled_views(augment.AugmentConfig(source_background_probability=1.0), key=(7, 8))
+    assert np.any(other["image"].numpy() != cluttered["image"].numpy())
+    with pytest.raises(ValueError, match="source_background_probability"):
+        augment.AugmentConfig(source_background_probability=-0.1)
+
+
 def test_unlabelled_batches_hold_no_label_keys(tiny_data_dir):
     it = pipeline.unlabelled_dataset("synthetic_hands/target_tiny", "train",
                                      data_dir=tiny_data_dir, **{**COMMON, "train": True})

@@ -4,15 +4,18 @@ from helpers import tiny_config
 from hpe_jax.training import phases
 
 
-def test_source_occluders_and_sleeves_only_in_the_phases_the_config_names():
+def test_source_occluders_sleeves_and_backgrounds_only_in_the_phases_the_config_names():
     config = tiny_config()
     config.data.augment.source_occlusion_probability = 0.5
     config.data.augment.sleeve_probability = 0.4
     config.data.augment.strong_occlusion_probability = 0.3
+    config.data.augment.source_background_probability = 0.6
     pre = phases.phase_augment(config, "pretrain")
     fine = phases.phase_augment(config, "finetune")
-    assert (pre.source_occlusion_probability, pre.sleeve_probability) == (0.0, 0.0)
-    assert (fine.source_occlusion_probability, fine.sleeve_probability) == (0.5, 0.4)
+    assert (pre.source_occlusion_probability, pre.sleeve_probability,
+            pre.source_background_probability) == (0.0, 0.0, 0.0)
+    assert (fine.source_occlusion_probability, fine.sleeve_probability,
+            fine.source_background_probability) == (0.5, 0.4, 0.6)
     assert pre.strong_occlusion_probability == fine.strong_occlusion_probability == 0.3
     config.data.source_occlusion_phases = ("pretrain", "finetune")
     assert phases.phase_augment(config, "pretrain").sleeve_probability == 0.4
