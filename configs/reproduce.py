@@ -46,11 +46,12 @@ What differs from the paper's settings (configs/default.py), and why, at CPU sca
   maps, 47 against the RGB pass's 46 after 500 steps (this CPU);
 - BatchNorm running statistics from the target passes in fine-tuning (`finetune.bn_stats`),
   re-estimated on 20 target batches at the switch (`finetune.adabn_batches`, AdaBN), and a
-  fine-tuning lr of 3e-4: measured from this config's switch checkpoint (500 fine-tuning steps,
+  fine-tuning lr of 3e-4 (6e-4 now, see the clutter below): measured from an earlier
+  switch checkpoint (the 2026-11-27 reproduce; 500 fine-tuning steps,
   target test split): lr 1e-4 without AdaBN 40.01 -> 38.14 mm (17% of the gap), with AdaBN
   38.02, lr 3e-4 with AdaBN 37.23 (25%; 2D PCK@0.05 0.141 -> 0.169), lr 1e-3 with AdaBN 37.14
   but the source EPE rising to 30.9 mm (29.7 at 3e-4), 1,000 steps at 1e-4 37.55; 1,000 steps
-  at 3e-4 with AdaBN 36.56 (31%; PCK 0.178), the config's;
+  at 3e-4 with AdaBN 36.56 (31%; PCK 0.178);
 - epsilon calibrated at the switch (`loss.epsilon_quantile`) instead of the paper's 1.5, which
   is in units of another model and data set: the 0.8 quantile of the first teacher's C, so 80%
   of the target images pass at first (1,000 steps: 36.07 mm; at the median, 36.56);
@@ -66,6 +67,14 @@ What differs from the paper's settings (configs/default.py), and why, at CPU sca
   losses add 2.2 mm. Pre-training keeps the source as rendered (`data.source_occlusion_phases`).
 - 1,500 fine-tuning steps: 33.84 mm from the switch checkpoint against 34.38 at 1,000 (the
   stage takes about 3 minutes more; the demo keeps 1,000).
+- clutter behind the labelled hand in fine-tuning (`data.augment.source_background_probability`
+  0.5: a colour field, colour noise and blobs in the hand's own colour where the source shows
+  a plain background; the target's backgrounds are cluttered, with skin-coloured objects) and
+  the fine-tuning lr 6e-4: measured from the shipped checkpoint (the 6dee904 reproduce's
+  switch; 1,500 steps, 2026-12-02, 2-core EPYC), target test EPE 38.89 mm before: lr 3e-4
+  without the clutter 33.66 (43% of the gap), with it 33.24 (47%), with it at lr 6e-4 32.01
+  (57%; source 29.24 against 29.52 at 3e-4). A cosine decay of the fine-tuning lr was worse
+  (`finetune.decay`: 34.74 from 3e-4, 34.24 from 5e-4): the stage is short of updates.
 Everything else (loss weights, lambda_z, tau, the EMA teacher) is the default config's.
 """
 
@@ -90,7 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.augment.rotation_deg = 30.0
     c.finetune.batch_size = 16
     c.finetune.unlabelled_batch_size = 16
-    c.finetune.lr = 3e-4                    # measured against 1e-4 and 1e-3 (docstring)
+    c.finetune.lr = 6e-4                    # measured against 1e-4, 3e-4 and 1e-3 (docstring)
     c.finetune.adabn_batches = 20
     c.finetune.ema_decay = 0.99
     c.eval_batch_size = 64
@@ -122,6 +131,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.augment.strong_occlusion_probability = 0.5
     c.data.augment.source_occlusion_probability = 0.5
     c.data.augment.sleeve_probability = 0.5
+    # Clutter behind the labelled hand in fine-tuning (docstring): 33.24 mm against 33.66.
+    c.data.augment.source_background_probability = 0.5
     c.checkpoint_every_steps = 250
     c.keep_checkpoints = 10                 # keeps the switch checkpoint (the baseline)
     c.log_every_steps = 50
