@@ -10,11 +10,14 @@ Each such setting is a tuple of phase names in the config (`data.source_occlusio
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import ml_collections
 
-from hpe_jax.data import pipeline
 from hpe_jax.objectives.losses import LossConfig
+
+if TYPE_CHECKING:
+    from hpe_jax.data.augment import AugmentConfig
 
 PHASES = ("pretrain", "finetune")
 
@@ -30,11 +33,15 @@ def named_phases(node: ml_collections.ConfigDict, field: str,
     return phases
 
 
-def phase_augment(config: ml_collections.ConfigDict, phase: str) -> pipeline.AugmentConfig:
+def phase_augment(config: ml_collections.ConfigDict, phase: str) -> AugmentConfig:
     """The augmentation of `phase`: `data.augment`, with the source occluders, sleeves and
     clutter backgrounds off in the phases `data.source_occlusion_phases` does not name
     (default: fine-tuning only)."""
-    augment = pipeline.AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+    # Imported here: the data pipeline needs TensorFlow, which the steps (phase_loss) and the
+    # tools that run without it (tools.benchmark, benchmarks/gpu_check.sh) must not import.
+    from hpe_jax.data.augment import AugmentConfig  # noqa: PLC0415
+
+    augment = AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                                         for k, v in config.data.augment.items()})
     if phase not in named_phases(config.data, "source_occlusion_phases", ("finetune",)):
         augment = dataclasses.replace(augment, source_occlusion_probability=0.0,
