@@ -42,7 +42,7 @@ def phase_augment(config: ml_collections.ConfigDict, phase: str) -> AugmentConfi
     from hpe_jax.data.augment import AugmentConfig  # noqa: PLC0415
 
     augment = AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
-                                        for k, v in config.data.augment.items()})
+                               for k, v in config.data.augment.items()})
     if phase not in named_phases(config.data, "source_occlusion_phases", ("finetune",)):
         augment = dataclasses.replace(augment, source_occlusion_probability=0.0,
                                       sleeve_probability=0.0, source_background_probability=0.0)

@@ -133,12 +133,17 @@ def _labelled_views(cfg, key=(5, 6)):
         cube_mm=300.0, crop_margin=0.0, pos_views=True)
 
 
+def _assert_same_labels(views, base):
+    """Everything but the images (labels, depth, mask) is as without the augmentation."""
+    for k in base:
+        if k not in ("image", "image_pos"):
+            np.testing.assert_array_equal(views[k], base[k], err_msg=k)
+
+
 def test_source_sleeve_and_occluder_change_the_image_not_the_labels():
     base = _labelled_views(augment.AugmentConfig())
     sleeved = _labelled_views(augment.AugmentConfig(sleeve_probability=1.0))
-    for k in base:
-        if k not in ("image", "image_pos"):
-            np.testing.assert_array_equal(sleeved[k], base[k], err_msg=k)
+    _assert_same_labels(sleeved, base)
     changed = np.any(sleeved["image"].numpy() != base["image"].numpy(), axis=-1)
     # Only the forearm (depth near the hand, off the mask) changed, all of it that is lit.
     forearm = np.zeros_like(changed)
@@ -161,9 +166,7 @@ def test_source_sleeve_and_occluder_change_the_image_not_the_labels():
 def test_source_background_clutter_replaces_only_the_background():
     base = _labelled_views(augment.AugmentConfig())
     cluttered = _labelled_views(augment.AugmentConfig(source_background_probability=1.0))
-    for k in base:
-        if k not in ("image", "image_pos"):
-            np.testing.assert_array_equal(cluttered[k], base[k], err_msg=k)
+    _assert_same_labels(cluttered, base)
     changed = np.any(cluttered["image"].numpy() != base["image"].numpy(), axis=-1)
     hand = np.zeros_like(changed)
     hand[20:44, 20:44] = True
