@@ -110,6 +110,11 @@ def get_config() -> ml_collections.ConfigDict:
                                                # weighted in): far-off joints pull with a
                                                # constant force. 0 = the paper's squared l
     c.loss.label_huber_phases = ("pretrain", "finetune")  # where label_huber_delta applies
+    c.loss.target_huber_delta = 0.0            # the same Huber form for l inside L_l and L_d
+                                               # (pseudo-labels, the fused prediction): a wrong
+                                               # pseudo-label's joint pulls with a bounded force.
+                                               # 0 = the paper's squared l; the confidence C and
+                                               # epsilon keep the squared l either way
     c.loss.heatmap_sigma = 1.0                 # its Gaussian's std, output-heatmap pixels
     c.loss.heatmap_pseudo_weight = 0.0         # the same KL on kept pseudo-labels, inside L_l
                                                # (0 = off, the paper's L_l)

@@ -59,6 +59,7 @@ class LossConfig:
     pseudo_on: str = "both"
     supervise_positives: bool = False
     label_huber_delta: float = 0.0
+    target_huber_delta: float = 0.0
 
     def __post_init__(self):
         if self.contrast_mode not in CONTRAST_MODES:
@@ -108,10 +109,11 @@ def targets(batch: Batch, with_maps: bool, use_visibility: bool = False) -> Batc
 
 def m_loss(pred: dict, target: Batch, loss: LossConfig, labelled: bool = False) -> dict:
     """M(y, target) (Eq. 2); on labelled targets plus the optional auxiliary heatmap term and
-    with l's optional Huber form (`label_huber_delta`); pseudo-labels and distillation keep l."""
+    with l's optional Huber form (`label_huber_delta`); on the target's pseudo-labels and
+    distillation targets with l's Huber form of `target_huber_delta` (0: the paper's l)."""
+    delta = loss.label_huber_delta if labelled else loss.target_huber_delta
     m = multimodal_loss(pred, target, lambda_z=loss.lambda_z, lambda_m=loss.lambda_m,
-                        lambda_dm=loss.lambda_dm, uv_scale=loss.uv_scale,
-                        huber_delta=loss.label_huber_delta if labelled else 0.0)
+                        lambda_dm=loss.lambda_dm, uv_scale=loss.uv_scale, huber_delta=delta)
     if labelled and loss.heatmap_weight > 0:
         m["heatmap"] = heatmap_kl(pred["heatmaps"], target["uv"], loss.heatmap_sigma)
         m["total"] = m["total"] + loss.heatmap_weight * m["heatmap"]

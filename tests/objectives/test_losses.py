@@ -69,3 +69,38 @@ def test_label_huber_phases_keep_the_squared_l_in_fine_tuning():
     config.loss.label_huber_phases = ("finetune",)
     assert steps.bind_pretrain(model, config) is steps.bind_pretrain(model, tiny_config())
     assert steps.bind_finetune(model, config, template) is huber
+
+
+def _pose(uv: float, n_joints: int = 21) -> dict:
+    """One example whose joint 0 sits `uv` pixels right of the others (all at 0), z 0, with
+    flat mask and depth maps."""
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    uvs = jnp.zeros((1, n_joints, 2)).at[0, 0, 0].set(uv)
+    maps = jnp.zeros((1, 4, 4, 1))
+    return {"uv": uvs, "z": jnp.zeros((1, n_joints)), "mask": maps, "depth_map": maps,
+            "heatmaps": jnp.zeros((1, 4, 4, n_joints))}
+
+
+def test_target_huber_bounds_l_l_and_l_d_and_leaves_the_labels_alone():
+    """loss.target_huber_delta: a pseudo-label (or fused prediction) 10 px off pulls with the
+    Huber form's value 2 delta d - delta^2, not d^2; labelled L_s keeps label_huber_delta."""
+    import numpy as np  # noqa: PLC0415
+
+    from hpe_jax.objectives.losses import distillation_loss, pseudo_label_loss, supervised_loss
+
+    base = dataclasses.replace(LossConfig.from_config(tiny_config().loss), uv_scale=1.0,
+                               lambda_m=0.0, lambda_dm=0.0, pseudo_on="rgb",
+                               heatmap_weight=0.0, heatmap_pseudo_weight=0.0,
+                               use_depth=False, use_fused=False, label_huber_delta=0.0)
+    y, off = _pose(0.0), _pose(10.0)
+    pseudo = {"uv": off["uv"], "z": off["z"], "weights": np.ones(1)}
+    labels = {"uv": off["uv"], "z": off["z"]}
+    squared, huber = 100.0 / 21, (2 * 4.0 * 10.0 - 16.0) / 21
+    for delta, expected in ((0.0, squared), (4.0, huber)):
+        loss = dataclasses.replace(base, target_huber_delta=delta)
+        np.testing.assert_allclose(pseudo_label_loss(y, y, pseudo, loss)[0], expected, rtol=1e-5)
+        np.testing.assert_allclose(distillation_loss(y, off, loss), expected, rtol=1e-5)
+        # The labels' l follows label_huber_delta only.
+        np.testing.assert_allclose(supervised_loss({"rgb": y}, labels, loss)[0], squared,
+                                   rtol=1e-5)
