@@ -23,10 +23,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.init_variables = "assets/demo_pretrained"
     c.pretrain.epochs = 0                      # no pre-training: the shipped network is step 0
     # Fine-tuning as make reproduce's (configs/reproduce.py: epsilon at the 0.8 quantile,
-    # occluders, sleeves and background clutter, lr 6e-4, the Huber l in L_l and L_d) but
+    # occluders, sleeves and background clutter, lr 1e-3, the Huber l in L_l and L_d) but
     # 1,000 steps of 16 + 16 instead of 1,500, so that a fresh `make demo` stays well inside
-    # 15 minutes. From the shipped checkpoint (the 5681367 reproduce; 2026-12-02, 2-core Xeon,
-    # venv already set up): 569 s in all, target 39.68 -> 33.95 mm (40% of the gap), 2D
-    # PCK@0.05 +0.036.
+    # 15 minutes. From the shipped checkpoint (the 20cf25d reproduce; 2026-12-02, 2-core Xeon,
+    # venv already set up): 568 s in all, target 39.27 -> 31.16 mm (53% of the gap), 2D
+    # PCK@0.05 +0.040.
     c.finetune.epochs = 4
     return c

@@ -85,6 +85,11 @@ What differs from the paper's settings (configs/default.py), and why, at CPU sca
   checkpoint (1,500 steps, lr 6e-4 with the clutter; a 2-core Xeon, 2026-12-02): target 31.50
   mm (61% of the gap), 2D PCK@0.05 +0.036, source 28.00, against 32.01 (57%), +0.029 and 29.24
   with the squared l; lr 1e-3 with the squared l: 31.59 (60%), +0.033, source 29.58.
+- 7 epochs of pre-training (2,625 steps) and the fine-tuning lr 1e-3: the whole `make
+  reproduce` at 5681367 (6 epochs, lr 6e-4; fresh clone, 2-core Xeon, 2026-12-02) gave source
+  25.21 mm, target 39.68 -> 33.20 (45% of the gap), 2D PCK@0.05 +0.047, in 2,964 s; fine-tuning
+  its checkpoint at lr 1e-3 instead, 32.71 (48%), +0.052. With both changes (20cf25d, same
+  machine type): source 23.99 mm, target 39.27 -> 30.15 (60%), +0.066, in 3,153 s.
 Everything else (loss weights, lambda_z, tau, the EMA teacher) is the default config's.
 """
 
