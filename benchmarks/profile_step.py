@@ -137,6 +137,7 @@ def main() -> None:
 
     from hpe_jax import cli
     cli.split_cpu_into_devices(args.cpu_devices)
+    cli.choose_cpu_convolutions()  # as the tools do ($HPE_JAX_CPU_CONV)
     import jax
 
     from hpe_jax import config_checks

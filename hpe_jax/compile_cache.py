@@ -12,6 +12,9 @@ Where the cache lives (first that applies):
      `jax.config.update('jax_compilation_cache_dir', ...)`), left as it is;
   4. `~/.cache/hpe_jax/jax`.
 
+The traced train steps go beside the executables, in `traced_steps/` (`trace_cache`): with both,
+a repeated run neither traces nor compiles its steps. Off together.
+
 The cache grows without bound (one entry per distinct compiled program, a few MB to a few hundred
 MB each); delete the directory to reclaim the space.
 """
@@ -22,8 +25,11 @@ import os
 
 import jax
 
+from hpe_jax import trace_cache
+
 ENV_VAR = "HPE_JAX_COMPILE_CACHE"
 DEFAULT_DIR = os.path.join("~", ".cache", "hpe_jax", "jax")
+TRACED_STEPS = "traced_steps"  # subdirectory for trace_cache's exported steps
 _OFF = ("off", "0", "false", "none", "no")
 
 
@@ -42,6 +48,7 @@ def enable(directory: str | None = None, *, min_compile_time_s: float = 1.0) -> 
         if env.strip().lower() in _OFF:
             # Off means off, also for a directory JAX got from $JAX_COMPILATION_CACHE_DIR.
             jax.config.update("jax_enable_compilation_cache", False)
+            trace_cache.enable(None)
             return None
         directory = env
     if directory is None:
@@ -52,4 +59,5 @@ def enable(directory: str | None = None, *, min_compile_time_s: float = 1.0) -> 
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
     # Every entry that passes the time threshold is kept, whatever its size.
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    trace_cache.enable(os.path.join(directory, TRACED_STEPS))
     return directory

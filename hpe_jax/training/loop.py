@@ -27,7 +27,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import jax_utils
 
-from hpe_jax import config_checks
+from hpe_jax import config_checks, trace_cache
 from hpe_jax.data import pipeline
 from hpe_jax.objectives.pseudo_labels import (
     TEMPLATES,
@@ -281,12 +281,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                  plan.finetune_steps)
     report = periodic_actions.ReportProgress(num_train_steps=plan.total_steps, writer=writer)
 
-    p_pretrain = steps.bind_pretrain(model, config)
+    p_pretrain = _traced_once(steps.bind_pretrain(model, config), config, plan, "pretrain")
 
     # rho's bone lengths; a pre-training-only run needs none (and reads no dataset for them).
     template = rho_template(config, workdir) if plan.finetune_steps else normalized_template()
 
-    p_finetune = steps.bind_finetune(model, config, template)
+    p_finetune = _traced_once(steps.bind_finetune(model, config, template), config, plan,
+                              "finetune", template=template)
     rstate = steps.replicate(state)
     base_rng = jax.random.PRNGKey(config.seed + 17)
     n_local = jax.local_device_count()
@@ -317,9 +318,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                     logging.info("Step %d: switching to fine-tuning", step)
                 phase_start = step if want == "pretrain" else step - plan.pretrain_steps
                 if want == "finetune" and config.loss.get("epsilon_quantile", 0.0) > 0:
-                    p_finetune = steps.bind_finetune(
-                        model, config, template,
-                        epsilon=calibrated_epsilon(config, model, rstate, workdir))
+                    epsilon = calibrated_epsilon(config, model, rstate, workdir)
+                    p_finetune = _traced_once(
+                        steps.bind_finetune(model, config, template, epsilon=epsilon), config,
+                        plan, "finetune", template=template, epsilon=epsilon)
                 phase, batches = want, _iterators(config, want, phase_start)
                 progress.before_first_step(phase, step)
                 first_of_phase = True
@@ -362,6 +364,27 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                 break
     manager.wait_until_finished()
     return jax_utils.unreplicate(rstate)
+
+
+# Config fields the train steps never read (logging, checkpointing, stopping, evaluation): a
+# resumed run that changes one of them still finds its traced steps.
+_NOT_IN_STEPS = ("stop_after_steps", "checkpoint_every_steps", "keep_checkpoints",
+                 "log_every_steps", "eval_batch_size")
+
+
+def _traced_once(step: Callable, config: ml_collections.ConfigDict, plan: Plan, phase: str,
+                 template: np.ndarray | None = None, epsilon: float | None = None) -> Callable:
+    """`step` with its traced program kept on disk (`trace_cache`, on with the compilation
+    cache), keyed by what the bound step's Python closes over: the config (its model, loss and
+    optimizer), the plan (the lr schedule's boundaries), rho's template and a calibrated
+    epsilon."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_STEPS}
+    fingerprint = json.dumps(
+        {"phase": phase, "config": settings, "plan": dataclasses.asdict(plan),
+         "template": None if template is None else np.asarray(template, np.float64).tolist(),
+         "epsilon": None if epsilon is None else float(epsilon)},
+        sort_keys=True, default=repr)
+    return trace_cache.cached(step, fingerprint)
 
 
 def adapt_batch_stats(config: ml_collections.ConfigDict, model, rstate: TrainState
