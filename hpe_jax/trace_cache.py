@@ -40,6 +40,8 @@ from absl import logging
 from jax import export
 
 SUFFIX = ".jaxexport"
+#: Programs read back from disk and traced-and-written, in this process (all `CachedStep`s).
+COUNTS = {"loaded": 0, "exported": 0}
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -154,6 +156,7 @@ class CachedStep:
                             path, type(e).__name__, e)
             return None
         self.loaded += 1
+        COUNTS["loaded"] += 1
         logging.info("traced step loaded from %s", path)
         return exported
 
@@ -182,6 +185,7 @@ class CachedStep:
                 os.remove(tmp)
             raise
         self.exported += 1
+        COUNTS["exported"] += 1
         logging.info("traced step written to %s", path)
         return exported
 

@@ -127,7 +127,7 @@ def test_the_compilation_cache_switch_turns_the_trace_cache_on_and_off(tmp_path,
             jax.config.update(k, v)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # about 150 s: the smoke config's fine-tuning step compiled twice
 def test_the_fine_tuning_step_read_back_equals_the_traced_one(tmp_path):
     """The project's real fine-tuning step (smoke config: every pass, pseudo-labels, EMA)."""
     from configs import smoke

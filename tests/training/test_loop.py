@@ -65,6 +65,39 @@ def test_resume_is_bitwise_identical_and_phases_switch(tiny_data_dir, tmp_path):
     assert set(scalars["L_l"]) == set(scalars["L_d"]) == set(scalars["pseudo/kept"]) == {5, 6, 7, 8}
 
 
+@pytest.mark.slow  # about 150 s of compiling on a 2-core VM (the exported steps, twice)
+@pytest.mark.xdist_group(TRAINING_GROUP)
+def test_a_resumed_run_reads_its_traced_steps_back_and_trains_the_same(tiny_data_dir, tmp_path):
+    """With the trace cache on (the tools turn it on with the compilation cache), the first run
+    writes its pre-training step; the resumed run, as a new process would, reads it back instead
+    of tracing it, writes the fine-tuning step, and ends bitwise where an uninterrupted run
+    without the cache ends."""
+    from hpe_jax import trace_cache
+
+    config = tiny_run_config(tiny_data_dir)
+    straight = loop.train(config, str(tmp_path / "straight"))  # the group's compiled steps
+    cache = tmp_path / "traced"
+    trace_cache.enable(str(cache))
+    try:
+        # Run 1 stops at step 3 (pre-training written); run 2 reads it back, crosses the switch
+        # at 4 and writes the fine-tuning step.
+        for stop, want in ((3, {"loaded": 0, "exported": 1}), (0, {"loaded": 1, "exported": 1})):
+            trace_cache._cached_step.cache_clear()  # a new process: nothing in memory
+            before = dict(trace_cache.COUNTS)
+            config.unlock()
+            config.stop_after_steps = stop
+            config.lock()
+            resumed = loop.train(config, str(tmp_path / "resumed"))
+            assert {k: trace_cache.COUNTS[k] - before[k] for k in before} == want
+        assert len(list(cache.glob("*" + trace_cache.SUFFIX))) == 2
+    finally:
+        trace_cache.enable(None)
+        trace_cache._cached_step.cache_clear()
+    assert int(resumed.step) == 8
+    for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
+        assert np.array_equal(a, b)
+
+
 @pytest.mark.xdist_group(TRAINING_GROUP)
 def test_non_finite_loss_stops_with_step_and_term(tiny_data_dir, tmp_path, monkeypatch):
     # A NaN image in the second batch (not a diverging lr, which would be another optimizer and
