@@ -73,9 +73,12 @@ def _rgb_stats_are_one_target_pass(config, state, batch, new) -> bool:
     want = jax.tree_util.tree_leaves(upd["batch_stats"]["rgb_encoder"])
     got = jax.tree_util.tree_leaves(new.batch_stats["rgb_encoder"])
     # Not bitwise: the compiled step may reduce the batch statistics in another order than this
-    # plain apply (up to 4e-5 seen on a Xeon); a source pass mixed in (momentum 0.9) moves them
-    # by about a tenth of the source-target difference, orders of magnitude more.
-    return all(np.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(got, want, strict=True))
+    # plain apply, and by how much depends on the CPU's kernels (a fixed atol of 1e-4 passed on
+    # one Xeon and failed in CI). So each leaf's error is measured against that leaf's own scale:
+    # round-off stays below 1e-3 of it (6.5e-4 at most, seen on an AVX-512 Xeon), while a source
+    # pass mixed in (momentum 0.9) moves every leaf by more than a tenth of it (0.11 at least).
+    return all(np.max(np.abs(a - b)) <= 1e-2 * np.max(np.abs(b))
+               for a, b in zip(got, want, strict=True))
 
 
 def test_finetune_step_runs_and_reports():
