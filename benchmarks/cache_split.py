@@ -25,13 +25,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
-import jax
+# Run as a script (`python benchmarks/cache_split.py`), Python puts benchmarks/ on the path, not
+# the repository root that holds configs/ (hpe_jax itself is installed).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import default
-from hpe_jax import cli, compile_cache, config_checks, trace_cache
-from hpe_jax.experiments import benchmarking
+import jax  # noqa: E402
+
+from configs import default  # noqa: E402
+from hpe_jax import cli, compile_cache, config_checks, trace_cache  # noqa: E402
+from hpe_jax.experiments import benchmarking  # noqa: E402
 
 
 def main() -> None:
