@@ -6,8 +6,8 @@ r"""Re-runs the paper's ablation tables on the embedded benchmark (or any config
         --pretrained=runs/reproduce/train --workdir=runs/reproduce/ablation
 
 Table 4: M(y_R) -> +M(y_D) -> +M(y_F) -> +L_c -> +L_l -> +L_d. Table 3: pre-training alternatives.
-Table 4ft: the fine-tuning rows (+L_l, +L_d, EMA vs online teacher, BatchNorm statistics) from one
-pre-trained run's switch checkpoint, e.g. the one `make reproduce` wrote.
+Table 4ft: the fine-tuning rows (+L_l, +L_d, EMA vs online teacher, BatchNorm statistics, L_s
+alone) from one pre-trained run's switch checkpoint, e.g. the one `make reproduce` wrote.
 Writes <workdir>/table<N>.md and .json; finished rows are resumed, not re-trained.
 """
 
