@@ -56,12 +56,8 @@ def main(argv: list[str]) -> None:
     from hpe_jax.training.loop import train  # noqa: PLC0415
 
     if jax.process_index() == 0:
-        prepare_datasets(_CONFIG.value)  # renders synthetic_hands on first use (offline)
-        if _CONFIG.value.data.target == "image_folder":  # your own photos (adapt_folder.py)
-            from hpe_jax.data.builders import image_folder  # noqa: PLC0415
-
-            image_folder.prepare(_CONFIG.value.data.get("image_folder", ""),
-                                 _CONFIG.value.data.data_dir or None)
+        # Renders synthetic_hands and builds a photo-folder target on first use (offline).
+        prepare_datasets(_CONFIG.value)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils  # noqa: PLC0415
 

@@ -5,6 +5,7 @@ from hpe_jax.data.builders import (  # noqa: F401  (importing a builder module r
     freihand,
     h3d,
     hand_folder,
+    hgc_real,
     ho3d,
     image_folder,
     rhd,

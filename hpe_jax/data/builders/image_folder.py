@@ -258,20 +258,18 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
 
 
 def prepare(manual_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-    """The `image_folder` builder of `data_dir`, built from `manual_dir` if not yet prepared.
-
-    A prepared dataset is reused as is: after changing the folder, delete
-    `<data_dir>/image_folder` (or use another data_dir) to rebuild it.
-    """
+    """The `image_folder` builder of `data_dir`, built from `manual_dir` if not yet prepared, and
+    rebuilt when it was built from another folder or the folder's files changed since."""
     builder = ImageFolder(data_dir=data_dir)
-    if builder.is_prepared():
-        return builder
     if not manual_dir:
+        if builder.is_prepared():
+            return builder
         raise common.ManualDirError(
             "dataset 'image_folder' is not prepared in data_dir="
             f"{data_dir!r}; pass the folder of your photos as --config.data.image_folder=DIR "
             "(or build it: python -m tools.tfds_build image_folder --manual_dir=DIR "
             "--data_dir=DATA_DIR)")
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-    return builder
+    from hpe_jax.data.prepare import prepare_folder_target  # noqa: PLC0415  (imports builders)
+
+    prepare_folder_target("image_folder", str(manual_dir), data_dir)
+    return ImageFolder(data_dir=data_dir)

@@ -136,3 +136,33 @@ def test_adapt_to_a_photo_folder_end_to_end(tiny_data_dir, tmp_path):
     res = evaluate_checkpoint(config, str(tmp_path / "run"), num_qualitative=0)
     assert res.metrics["num_samples"] == 4
     assert np.isfinite(res.metrics["known_root/epe_mean_mm"])
+
+
+def test_a_changed_folder_is_rebuilt_not_silently_reused(tmp_path):
+    for i in range(2):
+        _photo(tmp_path / "a" / f"{i}.png", seed=i)
+    for i in range(3):
+        _photo(tmp_path / "b" / f"{i}.png", seed=10 + i)
+    _, first = _build(tmp_path / "a", tmp_path / "data", "train")
+    assert len(first) == 2
+    _, other = _build(tmp_path / "b", tmp_path / "data", "train")  # another folder
+    assert len(other) == 3
+    _photo(tmp_path / "b" / "new.png", seed=20)  # the same folder, a photo added
+    _, grown = _build(tmp_path / "b", tmp_path / "data", "train")
+    assert sorted(grown) == ["0.png", "1.png", "2.png", "new.png"]
+
+
+@pytest.mark.parametrize("photos", [0, 3])
+def test_too_few_photos_fail_in_one_line_before_the_source_is_rendered(tmp_path, photos):
+    from hpe_jax.data.prepare import prepare_datasets
+
+    for i in range(photos):
+        _photo(tmp_path / "photos" / f"{i}.png", seed=i)
+    (tmp_path / "photos").mkdir(exist_ok=True)
+    config = adapt_folder.get_config()
+    config.data.data_dir = str(tmp_path / "data")
+    config.data.image_folder = str(tmp_path / "photos")
+    with pytest.raises(ValueError, match=rf"--config.data.image_folder=.* holds {photos} "
+                                         r".*at least 16"):
+        prepare_datasets(config)
+    assert not (tmp_path / "data" / "synthetic_hands").exists()  # nothing rendered
