@@ -16,7 +16,7 @@ JAX_EXTRA_cuda13 := cuda13
 JAX_EXTRA_tpu := tpu
 JAX_LINKS_tpu := -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
 
-.PHONY: setup demo reproduce test test-all lint clean
+.PHONY: setup demo reproduce real test test-all lint clean
 
 setup: $(STAMP) $(if $(filter-out cpu,$(ACCEL)),$(VENV)/.installed-$(ACCEL))
 
@@ -44,6 +44,14 @@ demo: setup
 reproduce: setup
 	$(PY) -m tools.demo --config=configs/reproduce.py --workdir=runs/reproduce \
 		--export_pretrained=assets/demo_pretrained
+
+# Adaptation to real photographs without their labels (hand-graph-cnn's real-world test set,
+# non-commercial licence: not shipped; README "Real photographs" says how to get it), from the
+# shipped pre-trained network; report in runs/real/report.md.
+REAL_DIR ?= ../shared/data/hgc_real
+real: setup
+	$(PY) -m tools.demo --config=configs/real.py --workdir=runs/real \
+		--config.data.image_folder=$(abspath $(REAL_DIR))
 
 # Two worker processes share the tests. XLA:CPU (jaxlib 0.10.2) has crashed with SIGSEGV inside
 # compilation, rarely and each time at a different test, in long-lived test processes (fresh-clone

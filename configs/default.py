@@ -21,7 +21,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.source_split = "train"
     c.data.target_split = "train"             # TFDS slicing works, e.g. "train[:15000]" for
                                                # FreiHAND/MVHand matched to STB's size
-    c.data.eval_split = "test"                 # of the target dataset
+    c.data.eval_split = "test"                 # of the source and, by default, the target
+    c.data.target_eval_split = ""              # the target's labelled split, "" = eval_split
+                                               # (a real target's val: configs/real.py)
+    c.data.image_folder = ""                   # the folder a folder-built target (image_folder,
+                                               # hgc_real) is built from; read while building
     c.data.data_dir = ""                       # TFDS data_dir; "" = TFDS default
     c.data.input_size = 256
     c.data.output_size = 0                     # the decoder's heatmap side; 0 = derived at

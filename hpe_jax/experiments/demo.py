@@ -6,9 +6,9 @@ from its checkpoints, finished evaluations are kept in `workdir/stages.json` (wi
 seconds, summed over interrupted runs), so re-running the same command continues where it
 stopped and ends with the same report.
 
-The report compares three predictors on the test splits of both domains:
-- mean_pose: one constant 2.5D pose (the test split's own mean uv and z) for every image, lifted
-  with the known root and scale: what a model that learned nothing about the image scores;
+The report compares three predictors on each domain's labelled evaluation split (`eval_splits`):
+- mean_pose: one constant 2.5D pose (the evaluated split's own mean uv and z) for every image,
+  lifted with the known root and scale: what a model that learned nothing about the image scores;
 - pretrained: the checkpoint at the switch (labelled synthetic source data only);
 - finetuned: the final checkpoint (the EMA teacher's weights where there is one).
 """
@@ -107,15 +107,23 @@ def _latest_step(train_dir: str) -> int:
     return max(steps, default=-1)
 
 
-def _evaluate(config, train_dir, step, out_dir, dataset) -> dict:
+def _evaluate(config, train_dir, step, out_dir, dataset, split) -> dict:
     from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
 
-    r = evaluate_checkpoint(config, train_dir, step, out_dir, dataset=dataset)
+    r = evaluate_checkpoint(config, train_dir, step, out_dir, dataset=dataset, split=split)
     return {"step": r.step, "weights": r.weights, "dir": r.output_dir,
             "metrics": {k: float(v) for k, v in r.metrics.items()}}
 
 
-def evaluate_mean_pose(config: ml_collections.ConfigDict, dataset: str, out_dir: str) -> dict:
+def eval_splits(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The labelled split each domain is evaluated on: the source's `data.eval_split`, the
+    target's `data.target_eval_split` where set (a real target's val), else the same."""
+    return {"source": config.data.eval_split,
+            "target": config.data.target_eval_split or config.data.eval_split}
+
+
+def evaluate_mean_pose(config: ml_collections.ConfigDict, dataset: str, out_dir: str,
+                       split: str | None = None) -> dict:
     """The constant predictor: the split's mean uv (output px) and z for every image.
 
     It is lifted to 3D like a model's prediction (known root and scale), so its numbers are the
@@ -126,7 +134,7 @@ def evaluate_mean_pose(config: ml_collections.ConfigDict, dataset: str, out_dir:
     from hpe_jax.evaluation import report  # noqa: PLC0415
     from hpe_jax.evaluation.evaluator import Evaluator  # noqa: PLC0415
 
-    ds = pipeline.eval_dataset(dataset, config.data.eval_split,
+    ds = pipeline.eval_dataset(dataset, split or config.data.eval_split,
                                data_dir=config.data.data_dir or None,
                                input_size=config.data.input_size,
                                output_size=config.data.output_size)
@@ -253,12 +261,13 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
             _stopping_at(config, switch), train_dir) and None,
             done=have >= switch)
     datasets = {"source": config.data.source, "target": config.data.target}
+    splits = eval_splits(config)
     for d in DOMAINS:
         stages.run(f"evaluate pre-trained ({d})", lambda d=d: _evaluate(
             config, train_dir, switch, os.path.join(workdir, f"eval_pretrained_{d}"),
-            datasets[d]))
+            datasets[d], splits[d]))
         stages.run(f"mean pose ({d})", lambda d=d: evaluate_mean_pose(
-            config, datasets[d], os.path.join(workdir, f"eval_mean_pose_{d}")))
+            config, datasets[d], os.path.join(workdir, f"eval_mean_pose_{d}"), splits[d]))
     if export_dir and switch > 0:
         evaluations = {d: stages.data["results"][f"evaluate pre-trained ({d})"]["metrics"]
                        for d in DOMAINS}
@@ -269,7 +278,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     for d in DOMAINS:
         stages.run(f"evaluate fine-tuned ({d})", lambda d=d: _evaluate(
             config, train_dir, None, os.path.join(workdir, f"eval_finetuned_{d}"),
-            datasets[d]))
+            datasets[d], splits[d]))
     results = stages.data["results"]
     models = {
         "mean_pose": {d: results[f"mean pose ({d})"]["metrics"] for d in DOMAINS},
@@ -285,7 +294,8 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
         "title": title,
         "config": config.to_dict(),
         "plan": {"pretrain_steps": plan.pretrain_steps, "finetune_steps": plan.finetune_steps},
-        "dataset": {**datasets, "eval_split": config.data.eval_split},
+        "dataset": {**datasets, "eval_split": splits["source"],
+                    "target_eval_split": splits["target"]},
         "seconds": seconds,
         "models": models,
         "summary": summarize(models),
@@ -327,7 +337,8 @@ def write_report(workdir: str, report: dict) -> None:
         f"# {report['title']}",
         "",
         f"Source (labelled RGB + depth): `{ds['source']}`; target (unlabelled RGB): "
-        f"`{ds['target']}`; test splits `{ds['eval_split']}`. Pre-training "
+        f"`{ds['target']}`; evaluated on the source's `{ds['eval_split']}` split and the "
+        f"target's `{ds.get('target_eval_split', ds['eval_split'])}` split. Pre-training "
         f"{report['plan']['pretrain_steps']} steps, fine-tuning {report['plan']['finetune_steps']}"
         f" steps; fine-tuned weights: {m['finetuned'].get('weights', '?')}.",
         "",
@@ -359,12 +370,12 @@ def write_report(workdir: str, report: dict) -> None:
     lines += [f"| {k} | {v} |" for k, v in report["seconds"].items()]
     lines += [
         "", "## Figures", "",
-        "3D PCK (root and scale known) of the three predictors on both test splits:", "",
+        "3D PCK (root and scale known) of the three predictors on both evaluated splits:", "",
         "![PCK curves](pck_curves.png)", "",
         "Pseudo-labels during fine-tuning (kept share and mean confidence C):", "",
         "![pseudo-labels](pseudo_labels.png)", "",
-        "Target test images, pre-trained (left of each pair) and fine-tuned (right) predictions "
-        "in red, ground truth in green:", "",
+        "Target images of its evaluated split, pre-trained (left of each pair) and fine-tuned "
+        "(right) predictions in red, ground truth in green:", "",
         "![qualitative](qualitative.png)", "",
     ]
     with open(os.path.join(workdir, "report.md"), "w") as f:
@@ -397,7 +408,8 @@ def _plot_curves(path: str, report: dict) -> None:
             auc = report["models"][model][d].get("known_root/auc_20_50", float("nan"))
             ax.plot(t, c, style, label=f"{model} (AUC 20-50 {auc:.3f})")
         ax.axvspan(20, 50, color="0.93", zorder=0)
-        ax.set(title=f"{d} test split", xlabel="threshold (mm)", ylabel="3D PCK",
+        split = report["dataset"].get(f"{d}_eval_split" if d == "target" else "eval_split")
+        ax.set(title=f"{d}: {split or 'test'} split", xlabel="threshold (mm)", ylabel="3D PCK",
                xlim=(0, 50), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
@@ -455,7 +467,8 @@ def _first_images(report: dict, n: int) -> dict | None:
     from hpe_jax.data.preprocess import denormalize_image  # noqa: PLC0415
 
     cfg = report["config"]["data"]
-    ds = pipeline.eval_dataset(cfg["target"], cfg["eval_split"], data_dir=cfg["data_dir"] or None,
+    split = cfg.get("target_eval_split") or cfg["eval_split"]
+    ds = pipeline.eval_dataset(cfg["target"], split, data_dir=cfg["data_dir"] or None,
                                input_size=cfg["input_size"], output_size=cfg["output_size"])
     images, index = [], []
     for ex in ds.take(n).as_numpy_iterator():
@@ -471,5 +484,20 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str,
              export_dir: str | None = None) -> dict:
     """`make demo` / `make reproduce`: `run_experiment` titled by the workdir's name."""
     name = os.path.basename(os.path.abspath(workdir))
-    return run_experiment(config, workdir, title=f"hpe_jax {name}: synthetic render -> capture",
+    return run_experiment(config, workdir, title=f"hpe_jax {name}: {domain_names(config)}",
                           export_dir=export_dir)
+
+
+def domain_names(config: ml_collections.ConfigDict) -> str:
+    """'synthetic render -> capture' style words for the report's title, from the datasets."""
+    words = {"synthetic_hands": "synthetic render", "hgc_real": "real photographs (hgc_real)",
+             "image_folder": "your photos (image_folder)"}
+
+    def name(dataset: str, default: str) -> str:
+        base = dataset.split("/")[0]
+        if base == "synthetic_hands":
+            return default
+        return words.get(base, dataset)
+
+    return (f"{name(config.data.source, 'synthetic render')} -> "
+            f"{name(config.data.target, 'synthetic capture')}")
