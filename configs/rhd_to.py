@@ -3,18 +3,15 @@
     python -m tools.train --config=configs/rhd_to.py:stb --workdir=runs/rhd_to_stb \
         --config.data.data_dir=/data/tfds --config.model.init_from=/data/resnet101.npz
 
-The text after ':' names the target, one of:
-  stb       STB: SK colour, B1 for testing, the other ten sequences unlabelled.
-  freihand  FreiHAND: TLlib's split; fine-tuning on 15,000 images (STB's size).
-  h3d       H3D: the one-handed subset with TLlib's split.
-  mvhand    MVHand: converted to hand_folder; 15,000 training images (STB's size).
+The text after ':' names the target: stb (STB: SK colour, B1 for testing, the other ten
+sequences unlabelled), freihand (TLlib's split; 15,000 fine-tuning images, STB's size), h3d (the
+one-handed subset, TLlib's split), mvhand (MVHand converted to hand_folder; 15,000 images).
 
-Prepare the datasets first with tools/tfds_build.py (--manual_dir pointing at the official
-download); make the ImageNet .npz with tools/convert_torchvision.py (training refuses to start
-without it, naming the steps, unless --config.model.init_from=scratch).
-Everything else is configs/default.py: ResNet-101, 256 px in / 64 px out, batch 140 x 60 epochs,
-then 6 fine-tuning epochs at 2.5e-5 with batch 20.
-The paper's own numbers for these pairs are in its results tables.
+Build the datasets first (tools/tfds_build.py, --manual_dir at the official download) and the
+ImageNet .npz (tools/convert_torchvision.py; training refuses to start without it unless
+--config.model.init_from=scratch); docs/usage.md, "Real datasets". The rest is configs/default.py
+(ResNet-101, 256 -> 64 px, batch 140 x 60 epochs, 6 fine-tuning epochs), rho's template from RHD.
+Expected result: the paper's own tables for these pairs; no run is recorded in docs/results.md.
 """
 
 from __future__ import annotations
@@ -47,4 +44,7 @@ def get_config(target: str | None = None) -> ml_collections.ConfigDict:
     c.data.source = "rhd"
     c.data.target, c.data.target_split = TARGETS[target]
     c.data.eval_split = "test"
+    # rho's bone lengths from the real source's own hands (RHD's mean), not the synthetic
+    # sampler's hand: the choice the docs give for RHD and real sources.
+    c.loss.template = "source_mean"
     return c

@@ -65,7 +65,7 @@ _RHD_TO_FIELDS = {
 def test_rhd_to_sets_each_targets_fields_and_keeps_the_rest_default(target):
     c = _load(f"rhd_to:{target}")
     expect = {"model.init_from": "imagenet", "data.source": "rhd", "data.eval_split": "test",
-              **_RHD_TO_FIELDS[target]}
+              "loss.template": "source_mean", **_RHD_TO_FIELDS[target]}
     for key, value in expect.items():
         section, field = key.split(".")
         assert c[section][field] == value, key
@@ -124,3 +124,4 @@ def test_training_refuses_the_imagenet_placeholder_before_building_anything(monk
     monkeypatch.setattr(loop, "build_model", lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(ValueError, match="ImageNet ResNet-18"):
         loop.train(c, str(tmp_path))
+

@@ -99,6 +99,12 @@ def template_bone_lengths() -> np.ndarray:
         np.float32)
 
 
+def bone_lengths_of(pose: Array) -> Array:
+    """(..., 21, 3) poses -> (..., 20) lengths of `skeleton.BONES`, in the poses' unit."""
+    return jnp.stack([jnp.linalg.norm(pose[..., c, :] - pose[..., p, :], axis=-1)
+                      for p, c in BONES], -1)
+
+
 def _bone_vectors(uv: Array, z_rel: Array, K: Array) -> tuple[Array, Array]:
     """Bone b's 3D vector is A_b Z_root + B_b (reference-bone units) for a root depth Z_root:
     returns A, B of shape (..., 20, 3) from rays x and root-relative depths z."""
@@ -171,7 +177,8 @@ def recover_root_depth(
 
 
 def lift_25d(
-    uv: Array, z_rel: Array, K: Array, scale: Array | float = 1.0
+    uv: Array, z_rel: Array, K: Array, scale: Array | float = 1.0,
+    bone_lengths: Array | None = None,
 ) -> tuple[Array, Array]:
     """2.5D -> 3D with the root depth recovered from the pose itself (`recover_root_depth`,
     default root choice): the inverse of `encode_25d` when z_root is not known.
@@ -181,11 +188,13 @@ def lift_25d(
       K: (..., 3, 3) intrinsics of the image uv is in.
       scale: (...,) or scalar reference-bone length; its unit is the output's (mm for a hand
         scale in mm; the default 1 gives a pose normalised to reference-bone units).
+      bone_lengths: (20,) the hand's bone lengths in reference-bone units, which pick the root
+        of the two (`recover_root_depth`); default the synthetic template's.
     Returns:
       xyz (..., 21, 3) camera frame and z_root (...,) the recovered root depth, both in the units
       of `scale`.
     """
-    z_root = recover_root_depth(uv, z_rel, K) * scale
+    z_root = recover_root_depth(uv, z_rel, K, bone_lengths=bone_lengths) * scale
     return decode_25d(uv, z_rel, K, z_root, jnp.asarray(scale, z_root.dtype)), z_root
 
 

@@ -72,8 +72,10 @@ def drop_to_25d(xyz: Array, K: Array) -> tuple[Array, Array]:
 
 
 def corrected_25d(uv: Array, z: Array, K: Array, template: Array) -> tuple[Array, Array]:
-    """rho applied to a 2.5D pose: lift, correct against `template`, project back."""
-    xyz, _ = camera.lift_25d(uv, z, K)  # 3D in reference-bone units, camera frame
+    """rho applied to a 2.5D pose: lift, correct against `template`, project back. The root of
+    the lift is chosen with the template's bone lengths too (the hand rho corrects to)."""
+    lengths = camera.bone_lengths_of(jnp.asarray(template, jnp.float32))
+    xyz, _ = camera.lift_25d(uv, z, K, bone_lengths=lengths)  # reference-bone units, camera
     return drop_to_25d(correct_pose(xyz, template), K)
 
 

@@ -55,7 +55,7 @@ def pretrain_step(
       batch's depth, the same input as the depth way. 'predicted': the RGB way's own predicted
       depth map (upsampled, stop-gradient), exactly the input the teacher's second pass gets in
       fine-tuning (`two_pass`); the depth encoder then runs twice (measured for the depth way,
-      predicted for the fused way).
+      predicted for the fused way). Fine-tuning's labelled pass follows the same setting.
     """
     del rng  # the model is deterministic; augmentation randomness lives in the input pipeline
     if fused_depth not in FUSED_DEPTH_MODES:
@@ -68,28 +68,35 @@ def pretrain_step(
         rgb = jnp.concatenate([rgb, batch["image_pos"]], 0)
         if depth is not None:
             depth = jnp.concatenate([depth, batch["depth_pos"]], 0)
-    predicted = fused_depth == "predicted" and loss.use_fused
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        if not predicted:
-            outputs, updated = model.apply(variables, rgb=rgb, depth=depth, train=True,
-                                           mutable=["batch_stats"])
-        else:
-            ways = ("rgb", "depth") if loss.use_depth else ("rgb",)
-            outputs, updated = model.apply(variables, rgb=rgb, depth=depth, train=True,
-                                           ways=ways, mutable=["batch_stats"])
-            d_r = jax.lax.stop_gradient(upsample_depth(outputs["rgb"]["depth_map"],
-                                                       rgb.shape[1]))
-            variables = {"params": params, "batch_stats": updated["batch_stats"]}
-            fused, updated = model.apply(variables, rgb=rgb, depth=d_r, train=True,
-                                         ways=("fused",), mutable=["batch_stats"])
-            outputs = {**outputs, **fused}
+        outputs, updated = apply_labelled(model, variables, rgb, depth, loss, fused_depth)
         total, metrics = pretrain_losses(outputs, batch, loss, axis_name)
         return total, (metrics, updated["batch_stats"])
 
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
     return _finish_step(state, grads, batch_stats, metrics, axis_name)
+
+
+def apply_labelled(model: nn.Module, variables: dict, rgb: jnp.ndarray,
+                   depth: jnp.ndarray | None, loss: LossConfig, fused_depth: str
+                   ) -> tuple[dict, dict]:
+    """The network on a labelled batch in training mode: (outputs of every way, updated
+    variables), with the fused way fed the depth `fused_depth` names ('measured': `depth`, as
+    the depth way; 'predicted': the RGB way's own predicted map, upsampled, stop-gradient, the
+    input the teacher's second pass gets on target images). Pre-training and fine-tuning's L_s
+    both run it, so the fused way sees the same input in both phases."""
+    if not (fused_depth == "predicted" and loss.use_fused):
+        return model.apply(variables, rgb=rgb, depth=depth, train=True, mutable=["batch_stats"])
+    ways = ("rgb", "depth") if loss.use_depth else ("rgb",)
+    outputs, updated = model.apply(variables, rgb=rgb, depth=depth, train=True, ways=ways,
+                                   mutable=["batch_stats"])
+    d_r = jax.lax.stop_gradient(upsample_depth(outputs["rgb"]["depth_map"], rgb.shape[1]))
+    variables = {"params": variables["params"], "batch_stats": updated["batch_stats"]}
+    fused, updated = model.apply(variables, rgb=rgb, depth=d_r, train=True, ways=("fused",),
+                                 mutable=["batch_stats"])
+    return {**outputs, **fused}, updated
 
 
 def _finish_step(
@@ -127,7 +134,8 @@ def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template:
     return _pmapped(finetune_step, model, loss, template=_hashable(template),
                     teacher=ft.teacher, ema_decay=float(ft.ema_decay),
                     bn_stats=ft.get("bn_stats", "shared"),
-                    source_view=ft.get("source_view", "plain"))
+                    source_view=ft.get("source_view", "plain"),
+                    fused_depth=config.pretrain.fused_depth)
 
 
 def bind_teacher_confidence(model: nn.Module, config: ml_collections.ConfigDict,
@@ -265,6 +273,7 @@ def finetune_step(
     ema_decay: float = 0.999,
     bn_stats: str = "shared",
     source_view: str = "plain",
+    fused_depth: str = "measured",
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
     """One fine-tuning step: L_finetune = L_s + lambda_dist L_d + lambda_l L_l (Eq. 8-11).
@@ -284,6 +293,8 @@ def finetune_step(
       source_view: the labelled RGB image L_s supervises: 'plain' (G(x), the paper) or
         'textured' (T(G(x)), the positive view the pipeline also delivers: the same labels under
         colour, blur and noise changes).
+      fused_depth: the fused way's depth input in L_s's labelled pass, as in pre-training
+        (`pretrain.fused_depth`, `apply_labelled`).
     """
     del rng
     check_teacher(teacher)  # at trace time: "EMA" must not silently mean "online"
@@ -306,8 +317,7 @@ def finetune_step(
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
         rgb = src["image_pos"] if source_view == "textured" else src["image"]
-        out, upd = model.apply(variables, rgb=rgb, depth=src_depth, train=True,
-                               mutable=["batch_stats"])
+        out, upd = apply_labelled(model, variables, rgb, src_depth, loss, fused_depth)
         l_s, metrics = supervised_loss(out, src, loss)
         start = upd["batch_stats"] if bn_stats == "shared" else state.batch_stats
         variables = {"params": params, "batch_stats": start}

@@ -120,3 +120,28 @@ def test_confidence_and_pseudo_label():
     np.testing.assert_allclose(pl.pseudo_label_confidence(uv, z), expect, rtol=1e-5)
     same = np.repeat(uv[:1], 4, 0), np.repeat(z[:1], 4, 0)
     np.testing.assert_allclose(pl.pseudo_label_confidence(*same), 0.0, atol=1e-6)
+
+
+def test_the_lift_picks_its_root_with_the_templates_bone_lengths(monkeypatch):
+    """rho's lift chooses between the two closed-form roots with the bones of the template rho
+    corrects to (a source_mean template), not always the sampler's."""
+    xyz, K = _hand_in_crop(3)
+    uv, z, _, scale = camera.encode_25d(xyz, K)
+    template = np.asarray(pl.normalized_template()).copy()
+    template[1:5] = template[0] + 1.3 * (template[1:5] - template[0])  # a longer thumb
+    seen = []
+    lift = camera.lift_25d
+
+    def spy(*args, **kwargs):
+        seen.append(np.asarray(kwargs.get("bone_lengths")))
+        return lift(*args, **kwargs)
+
+    monkeypatch.setattr(camera, "lift_25d", spy)
+    pl.corrected_25d(uv, z, K, jnp.asarray(template))
+    np.testing.assert_allclose(seen[0], camera.bone_lengths_of(jnp.asarray(template)),
+                               rtol=1e-6)
+    assert not np.allclose(seen[0], camera.template_bone_lengths(), rtol=1e-3)
+    # And lift_25d hands them to the root choice: the hand's own bones give back its root.
+    own = camera.bone_lengths_of(jnp.asarray(xyz[0] / float(scale[0])))
+    _, z_root = lift(uv, z, K, bone_lengths=own)
+    np.testing.assert_allclose(float(z_root[0]) * float(scale[0]), 600.0, rtol=1e-3)

@@ -284,6 +284,27 @@ def test_pretrain_fused_depth_source(fused_depth):
     assert same_fused == (fused_depth == "predicted")
 
 
+@pytest.mark.parametrize("fused_depth", ["measured", "predicted"])
+def test_finetune_source_pass_feeds_the_fused_way_as_pretraining_did(fused_depth):
+    """Fine-tuning's L_s follows pretrain.fused_depth: with 'predicted' the fused way's labelled
+    loss ignores the measured depth (as in pre-training and in the teacher's second pass)."""
+    config = tiny_config()
+    config.pretrain.fused_depth = fused_depth
+    config.finetune.update(teacher="ema", ema_decay=0.5)
+    model, state = _state(config)
+    state = state.with_teacher()
+    step = steps.bind_finetune(model, config, normalized_template())
+    rng = jax.random.split(jax.random.PRNGKey(0), 1)
+    source, target = labelled_batch(2), unlabelled_batch(2)
+    other = dict(source, depth=np.flip(source["depth"], axis=1).copy())
+    m = [step(steps.replicate(state), {"source": shard(s, 1), "target": shard(target, 1)},
+              rng)[1] for s in (source, other)]
+    assert not np.isclose(float(m[0]["M_depth/pose"][0]), float(m[1]["M_depth/pose"][0]))
+    same_fused = np.isclose(float(m[0]["M_fused/total"][0]), float(m[1]["M_fused/total"][0]),
+                            rtol=1e-6)
+    assert same_fused == (fused_depth == "predicted")
+
+
 def test_pretrain_fused_depth_refuses_unknown_mode():
     config = tiny_config()
     config.pretrain.fused_depth = "guessed"
