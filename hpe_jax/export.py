@@ -191,9 +191,17 @@ def _abstract_variables(cfg: Mapping[str, Any]) -> Any:
 # Load and predict
 
 
+#: A network file of `training.factory.save_variables` (what `make reproduce` ships in
+#: assets/demo_pretrained): the whole network's variables and meta.json with its config.
+NETWORK_FILES = ("variables.npz", "meta.json")
+
+
 def load(path: str) -> Predictor:
-    """The Predictor of an export directory written by `export_model` (or tools/export.py)."""
+    """The Predictor of an export directory written by `export_model` (or tools/export.py), or
+    of a network file (`NETWORK_FILES`, e.g. the shipped assets/demo_pretrained)."""
     path = os.path.abspath(path)
+    if all(os.path.isfile(os.path.join(path, f)) for f in NETWORK_FILES):
+        return _load_network_file(path)
     cfg_file = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(cfg_file) or not os.path.isdir(os.path.join(path, VARIABLES_DIR)):
         raise FileNotFoundError(f"{path} is not an export directory (needs {CONFIG_FILE} and "
@@ -207,6 +215,40 @@ def load(path: str) -> Predictor:
     with ocp.StandardCheckpointer() as ckptr:
         variables = ckptr.restore(os.path.join(path, VARIABLES_DIR), abstract)
     return Predictor(cfg, variables)
+
+
+def _load_network_file(path: str) -> Predictor:
+    """A Predictor from `save_variables`' files: the RGB path of the network meta.json's config
+    describes, its variables read from variables.npz and checked leaf by leaf."""
+    import zipfile  # noqa: PLC0415
+
+    import ml_collections  # noqa: PLC0415
+    from flax import traverse_util  # noqa: PLC0415
+
+    meta_file, npz = (os.path.join(path, f) for f in ("meta.json", "variables.npz"))
+    try:
+        with open(meta_file) as f:
+            meta = json.load(f)
+        config = ml_collections.ConfigDict(meta["config"])
+        cfg = export_config(config, source={"network_file": path, "step": meta.get("step")})
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{meta_file} is damaged or not a network's meta.json ({e}); "
+                         "restore it (git checkout, or write it again with make reproduce)"
+                         ) from None
+    try:
+        with np.load(npz) as data:
+            flat = {k: data[k] for k in data.files
+                    if k.split("/")[1:2] and k.split("/")[1] in INFERENCE_MODULES}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{npz} cannot be read ({e}); it is truncated or not a network file: "
+                         "restore it (git checkout, or write it again with make reproduce)"
+                         ) from None
+    variables = traverse_util.unflatten_dict(flat, sep="/")
+    variables = {"params": variables.get("params", {}),
+                 "batch_stats": variables.get("batch_stats", {})}
+    check_variables(_abstract_variables(cfg), variables,
+                    f"{npz} does not fit the network its meta.json describes")
+    return Predictor(cfg, jax.tree.map(jnp.asarray, variables))
 
 
 def peak_mass(heatmaps: Array, radius: int = 1) -> Array:
@@ -228,6 +270,25 @@ def peak_mass(heatmaps: Array, radius: int = 1) -> Array:
     return jnp.sum(jnp.where(window, heatmaps, 0.0), axis=(1, 2))
 
 
+#: Per-image hand scores `predict` returns (N,) each; `hand_score` is the one documented for
+#: users (its AUROC, hands against crops without one: docs/results.md).
+HAND_SCORES = ("hand_score", "mask_mean", "mask_peak", "peak_mass_mean")
+
+
+def hand_scores(mask: Array, confidence: Array) -> dict[str, Array]:
+    """Hand scores in [0, 1] from the decoder's mask (N, s, s, 1) sigmoid and the joints' peak
+    masses (N, J): 'mask_mean' the share of the crop the network calls hand, 'mask_peak' the
+    mean of its 5% most hand-like pixels, 'peak_mass_mean' the joints' mean peak mass, and
+    'hand_score' = mask_mean, the best of them on the val photos (tools.measure_hand_score;
+    docs/results.md)."""
+    m = mask.reshape(mask.shape[0], -1)
+    k = max(1, m.shape[1] // 20)
+    peak = jnp.mean(jax.lax.top_k(m, k)[0], axis=-1)
+    mean = jnp.mean(m, axis=-1)
+    return {"hand_score": mean, "mask_mean": mean, "mask_peak": peak,
+            "peak_mass_mean": jnp.mean(confidence, axis=-1)}
+
+
 def _crop_and_predict(
     variables: Any, images: Array, boxes: Array, K: Array | None, scale_mm: Array, *,
     model: RGBPoseNet, input_size: int, output_size: int, margin: float, mean: tuple,
@@ -243,9 +304,10 @@ def _crop_and_predict(
     crops = (crops - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
     y = model.apply(variables, crops)
     uv_out, z = y["uv"], y["z"]
+    confidence = peak_mass(y["heatmaps"])
     out = {"uv": camera.apply_affine(camera.invert_affine(a_out), uv_out), "z": z,
            "uv_output": uv_out, "crop_affine": a_out, "box": boxes,
-           "confidence": peak_mass(y["heatmaps"])}
+           "confidence": confidence, **hand_scores(y["mask"], confidence)}
     if K is not None:
         k_out = camera.affine_intrinsics(a_out, K)
         out["xyz"], out["root_depth_mm"] = camera.lift_25d(uv_out, z, k_out, scale_mm)

@@ -54,8 +54,7 @@ def test_bad_images_are_skipped_the_rest_predicted_with_confidence(model_dir, tm
     assert [r["image"] for r in records] == [paths[0]]
     rec = records[0]
     assert len(rec["confidence"]) == 21 and all(0.0 <= c <= 1.0 for c in rec["confidence"])
-    assert rec["hand_confidence"] == pytest.approx(np.mean(rec["confidence"]))
-    assert rec["confidence_flat"] == pytest.approx(9 / 8**2)
+    assert 0.0 <= rec["hand_score"] <= 1.0
     with open(tmp_path / "out" / "predictions.json") as f:
         written = json.load(f)
     assert [r["image"] for r in written["predictions"]] == [paths[0]]
@@ -80,3 +79,52 @@ def test_command_line_skips_with_warnings_and_exits_1(model_dir, tmp_path):
     assert last.startswith("tools.predict: 1 of 2 images skipped")
     assert os.path.isfile(tmp_path / "o" / "predictions.json")
     assert os.path.isfile(tmp_path / "o" / "ok.json")
+
+
+SHIPPED = os.path.join(ROOT_DIR, "assets", "demo_pretrained")
+
+
+def test_the_shipped_network_predicts_through_the_readme_command(tmp_path):
+    """The README's own command: tools.predict --model=assets/demo_pretrained on a photo."""
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (120, 90, 3), np.uint8)).save(tmp_path / "hand.jpg")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.predict", f"--model={SHIPPED}",
+         f"--output_dir={tmp_path / 'out'}", str(tmp_path / "hand.jpg")],
+        capture_output=True, text=True, cwd=ROOT_DIR, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "out" / "hand.json") as f:
+        rec = json.load(f)
+    assert np.asarray(rec["uv"]).shape == (21, 2) and np.all(np.isfinite(rec["uv"]))
+    assert 0.0 <= rec["hand_score"] <= 1.0
+
+
+def test_a_damaged_network_file_names_the_file(tmp_path):
+    import shutil
+
+    shutil.copytree(SHIPPED, tmp_path / "net")
+    path = tmp_path / "net" / "variables.npz"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"variables.npz cannot be read.*truncated"):
+        export.load(str(tmp_path / "net"))
+
+
+def test_overlays_colour_each_finger_and_stay_small(model_dir, tmp_path):
+    big = np.full((1500, 2000, 3), 90, np.uint8)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    predict_tool.predict_files(model_dir, [str(tmp_path / "big.png")], str(tmp_path / "o"),
+                               boxes={"big.png": [800, 500, 1200, 900]})
+    overlay = np.asarray(Image.open(tmp_path / "o" / "big_overlay.png").convert("RGB"))
+    assert max(overlay.shape[:2]) == predict_tool.MAX_OVERLAY_SIDE
+    colours = {tuple(c) for c in overlay.reshape(-1, 3)}
+    assert sum(c in colours for c in predict_tool.FINGER_COLOURS) == 5  # legend and skeleton
+
+
+def test_a_photo_missing_from_the_boxes_is_a_warning(model_dir, tmp_path, caplog):
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), np.uint8)).save(tmp_path / name)
+    with caplog.at_level("WARNING"):
+        predict_tool.predict_files(model_dir, [str(tmp_path / "a.png"), str(tmp_path / "b.png")],
+                                   str(tmp_path / "o"), boxes={"a.png": [2, 2, 30, 30]})
+    assert any("no box" in r.getMessage() and "b.png" in r.getMessage() for r in caplog.records)

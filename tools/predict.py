@@ -13,11 +13,13 @@ For each image <name>.<ext> it writes <output_dir>/<name>.json (uv in image pixe
 the crop box, confidences) and <output_dir>/<name>_overlay.png, plus predictions.json with all
 of them and the list of skipped images.
 
-Confidence: per joint, the heatmap's probability mass within 1 output pixel of its peak
-(`hpe_jax.export.peak_mass`); per hand, the mean over joints. A flat heatmap (nothing the network
-can localise, e.g. no hand in the crop) gives `confidence_flat` = 9 / s^2 for s x s heatmaps;
-values near it mean "not a hand" (or a model too little trained to tell), values well above it a
-localised hand. Compare against your own hand / non-hand crops to pick a threshold.
+Hand score (`hand_score`, 0-1): the share of the crop the network's hand mask covers. It tells
+a hand crop from a crop without one (AUROC 0.99+ on real hand photos against crops of their
+backgrounds, flat colours, noise and rendered backgrounds: docs/results.md,
+tools/measure_hand_score.py); hand crops score well above crops without a hand, so a threshold
+taken from a few of your own crops of each kind separates them. Per joint, `confidence` is the
+heatmap's probability mass within 1 output pixel of its peak (`hpe_jax.export.peak_mass`): how
+sharply the joint is localised, not whether there is a hand.
 
 An image that cannot be read, is smaller than the network input on either side, or whose box
 lies mostly (more than half of its area) outside the image is skipped with a warning; the
@@ -35,9 +37,6 @@ import numpy as np
 from absl import flags, logging
 
 from hpe_jax import cli
-
-_PRED_COLOUR, _BOX_COLOUR = (255, 40, 40), (255, 220, 0)
-
 
 def define_flags() -> None:
     """Defines the command-line flags (only when run as a program, so that importing this module
@@ -100,21 +99,43 @@ def _load_json(path: str | None, what: str) -> Any:
         raise ValueError(f"cannot read {what} file {path!r}: {e}") from e
 
 
+#: One colour per finger (thumb .. little) in overlays; the palm's bones in the wrist's colour.
+FINGER_COLOURS = ((230, 25, 75), (245, 130, 48), (255, 225, 25), (60, 180, 75), (0, 130, 200))
+WRIST_COLOUR = (240, 240, 240)
+MAX_OVERLAY_SIDE = 1024
+
+
 def draw_overlay(path: str, image: np.ndarray, uv: np.ndarray, box: np.ndarray | None) -> None:
-    """Writes the image with the predicted skeleton (and the crop box) as a PNG."""
+    """Writes the image with the predicted skeleton (one colour per finger, a legend) and the
+    crop box as a PNG, scaled down to at most MAX_OVERLAY_SIDE pixels on its long side."""
     from PIL import Image, ImageDraw  # noqa: PLC0415
 
-    from hpe_jax.hand.skeleton import BONES  # noqa: PLC0415
+    from hpe_jax.hand.skeleton import FINGER_JOINTS, FINGERS  # noqa: PLC0415
 
     im = Image.fromarray(image)
+    f = min(1.0, MAX_OVERLAY_SIDE / max(image.shape[:2]))
+    if f < 1.0:
+        im = im.resize((max(1, round(image.shape[1] * f)), max(1, round(image.shape[0] * f))),
+                       Image.BILINEAR)
+    uv = (np.asarray(uv, np.float64) + 0.5) * f - 0.5  # pixel centres at integers
     draw = ImageDraw.Draw(im)
-    r = max(1.0, min(image.shape[:2]) / 100.0)
-    for a, b in BONES:
-        draw.line([tuple(uv[a]), tuple(uv[b])], fill=_PRED_COLOUR, width=max(1, int(r)))
-    for u, v in uv:
-        draw.ellipse([u - r, v - r, u + r, v + r], fill=_PRED_COLOUR)
+    r = max(1.5, min(im.size) / 100.0)
+    for finger, joints in enumerate(FINGER_JOINTS):
+        colour = FINGER_COLOURS[finger]
+        chain = (0,) + tuple(joints)  # wrist -> base -> ... -> tip
+        for a, b in zip(chain[:-1], chain[1:], strict=True):
+            draw.line([tuple(uv[a]), tuple(uv[b])],
+                      fill=WRIST_COLOUR if a == 0 else colour, width=max(1, int(r)))
+        for j in joints:
+            u, v = uv[j]
+            draw.ellipse([u - r, v - r, u + r, v + r], fill=colour)
+    u, v = uv[0]
+    draw.ellipse([u - r, v - r, u + r, v + r], fill=WRIST_COLOUR)
     if box is not None:
-        draw.rectangle([float(x) for x in box], outline=_BOX_COLOUR)
+        draw.rectangle([float(x) * f for x in box], outline=(255, 255, 255))
+    for i, name in enumerate(FINGERS):  # the legend, top left
+        draw.rectangle([4, 4 + 12 * i, 14, 14 + 12 * i], fill=FINGER_COLOURS[i])
+        draw.text((18, 3 + 12 * i), name, fill=FINGER_COLOURS[i])
     im.save(path)
 
 
@@ -149,7 +170,7 @@ def predict_files(
       boxes, K: parsed JSON as described in the module doc (or None).
     Returns:
       The per-image records written (uv (J, 2) image px, z (J,), xyz (J, 3) mm with K,
-      confidence (J,) and hand_confidence). Images that cannot be predicted (`check_image`,
+      confidence (J,) and hand_score). Images that cannot be predicted (`check_image`,
       unreadable files) are skipped with a warning and listed in predictions.json's "skipped";
       `predict_files.skipped` holds them as (path, reason) after the call.
     """
@@ -159,6 +180,12 @@ def predict_files(
         raise ValueError("no images given; pass --images a.png b.jpg")
     predictor = export.load(model_dir)
     box_list = _per_image(boxes, image_paths, "boxes_json", (4,), shared_ok=False)
+    if boxes is not None:
+        unboxed = [p for p, b in zip(image_paths, box_list, strict=True) if b is None]
+        if unboxed:
+            logging.warning("tools.predict: %d image(s) have no box in --boxes_json and are "
+                            "used whole (pass hand crops then), e.g. %s", len(unboxed),
+                            unboxed[0])
     k_list = _per_image(K, image_paths, "K_json", (3, 3), shared_ok=True)
     os.makedirs(output_dir, exist_ok=True)
     records, used, skipped = [], set(), []
@@ -184,11 +211,11 @@ def predict_files(
             "joint_names": list(predictor.joint_names),
             "uv": out["uv"][0].tolist(), "z": out["z"][0].tolist(),
             "confidence": out["confidence"][0].tolist(),
-            "hand_confidence": float(np.mean(out["confidence"][0])),
-            "confidence_flat": 9.0 / predictor.output_size ** 2,
+            "hand_score": float(out["hand_score"][0]),
             "units": {"uv": "image pixels, pixel centres at integers",
                       "z": "root-relative depth / reference-bone length",
-                      "confidence": "heatmap mass within 1 output px of the peak, 0-1"},
+                      "confidence": "heatmap mass within 1 output px of the peak, 0-1",
+                      "hand_score": "share of the crop the hand mask covers, 0-1"},
         }
         if k is not None:
             rec["xyz"] = out["xyz"][0].tolist()
