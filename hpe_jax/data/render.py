@@ -45,9 +45,11 @@ _FOREARM_OFFSET = 28.0  # the forearm capsule starts this far (mm, template) beh
 # Geometry
 
 
-def hand_capsules(hand: hand_sampler.Hand) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def hand_capsules(hand: hand_sampler.Hand, thickness: float = 1.0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Capsules (A (P, 3), B (P, 3), radius (P,)) of a hand; the last one is the forearm.
 
+    thickness: a factor on the fingers' and the palm's radii (the bones stay where they are).
     Returns the arrays and the number of hand capsules (all but the forearm).
     """
     j, s, spread = hand.joints, hand.scale, hand.wrist_spread
@@ -56,8 +58,8 @@ def hand_capsules(hand: hand_sampler.Hand) -> tuple[np.ndarray, np.ndarray, np.n
         for k in range(3):
             a.append(j[FINGER_JOINTS[f][k]])
             b.append(j[FINGER_JOINTS[f][k + 1]])
-            r.append(hand.phalanx_radii[f, k])
-    palm_r = hand_sampler.PALM_RADIUS * s
+            r.append(hand.phalanx_radii[f, k] * thickness)
+    palm_r = hand_sampler.PALM_RADIUS * s * thickness
     for i, mcp in enumerate((5, 9, 13, 17)):  # palm: wrist line -> knuckles
         a.append(spread[i])
         b.append(j[mcp])
@@ -241,10 +243,51 @@ def _skin_tone(rng: np.random.Generator, style: Style) -> np.ndarray:
     return np.clip(tone + rng.uniform(-style.tone_jitter, style.tone_jitter, 3), 0.02, 1.0)
 
 
+def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A (size, size, 3) background from one of several generic families: a plain colour, a
+    gradient, two-colour fractal noise, multi-colour smooth noise, stripes or a checkerboard;
+    its colours darker or lighter as a whole, then a few large soft-shaded objects on it and
+    an out-of-focus blur of the whole (a hand in focus before a farther scene)."""
+    u, v = _coords(size)
+    family = rng.integers(6)
+    c1, c2 = _random_colour(rng), _random_colour(rng)
+    if family == 0:
+        img = np.broadcast_to(c1, (size, size, 3)).copy()
+    elif family == 1:
+        th = rng.uniform(0, 2 * np.pi)
+        ramp = (u * np.cos(th) + v * np.sin(th)) / size
+        ramp = (ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)
+        img = c1 * (1 - ramp[..., None]) + c2 * ramp[..., None]
+    elif family == 2:
+        w = np.clip((fractal_noise(rng, size, 1) - 0.5) * rng.uniform(1.0, 3.0) + 0.5, 0, 1)
+        img = c1 + (c2 - c1) * w
+    elif family == 3:
+        img = value_noise(rng, size, int(rng.integers(2, 9)), 3)
+    elif family == 4:
+        th, period = rng.uniform(0, np.pi), rng.uniform(3, 40)
+        w = 0.5 + 0.5 * np.sin(2 * np.pi * (u * np.cos(th) + v * np.sin(th)) / period)
+        img = c1 + (c2 - c1) * (w > rng.uniform(0.2, 0.8))[..., None]
+    else:
+        cell = rng.uniform(4, 32)
+        w = ((np.floor(u / cell) + np.floor(v / cell)) % 2)[..., None]
+        img = c1 + (c2 - c1) * w
+    img = img.astype(np.float32) * np.float32(rng.uniform(0.4, 1.1))
+    for _ in range(rng.integers(0, 4)):  # large objects, shaded across their extent
+        m = _shape_mask(rng, size, extent=rng.uniform(0.15, 0.5, 2) * size)
+        shade = 0.6 + 0.6 * value_noise(rng, size, 3)[m]
+        img[m] = _random_colour(rng) * shade
+    sigma = rng.uniform(0.0, 2.5)
+    if sigma > 0.3:
+        img = ndimage.gaussian_filter(img, (sigma, sigma, 0), truncate=2.5)
+    return np.clip(img, 0.0, 1.0)
+
+
 def background(rng: np.random.Generator, style: Style, size: int) -> np.ndarray:
     """A (size, size, 3) background of the style."""
     u, v = _coords(size)
-    if rng.uniform() < style.background_texture_probability:
+    if style.background_families > 0 and rng.uniform() < style.background_families:
+        img = random_background(rng, size)
+    elif rng.uniform() < style.background_texture_probability:
         c1, c2 = _random_colour(rng), _random_colour(rng)
         if rng.uniform() < 0.5:
             w = fractal_noise(rng, size, 1)
@@ -290,7 +333,10 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
         distance_range=style.distance_range, scale_range=style.scale_range,
         proportion_std=style.proportion_std,
     )
-    a, b, radius, n_hand = hand_capsules(hand)
+    # Drawn only by styles that vary it, so the other styles' random streams stay as they were.
+    thickness = (rng.uniform(*style.thickness_range) if style.thickness_range != (1.0, 1.0)
+                 else 1.0)
+    a, b, radius, n_hand = hand_capsules(hand, thickness)
     depth, ids = raycast(a, b, radius, K, size)
     fg, normals, points = surface_normals(depth, ids, a, b, K)
     hand_mask = fg & (ids < n_hand)
@@ -310,6 +356,8 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
     if rng.uniform() < style.sleeve_probability:
         albedo[~hand_mask[fg]] = _random_colour(rng)
     shaded = albedo * (ambient + (1.0 - ambient) * diffuse)
+    if style.num_lights[1] > 1 or style.light_tint > 0:
+        shaded = _tinted_lights(rng, style, shaded, albedo, normals, ambient)
     if style.specular > 0:
         view = -points / np.linalg.norm(points, axis=-1, keepdims=True)
         half = view + light
@@ -385,6 +433,22 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
     if jpeg is not None:
         out["image_jpeg"] = jpeg
     return out
+
+
+def _tinted_lights(rng: np.random.Generator, style: Style, shaded: np.ndarray,
+                   albedo: np.ndarray, normals: np.ndarray,
+                   ambient: np.float32) -> np.ndarray:
+    """The first light's colour tinted, plus up to `num_lights - 1` more tinted directional
+    lights of random strength (N, 3) from any side the camera sees."""
+    tint = 1.0 + rng.uniform(-style.light_tint, style.light_tint, 3).astype(np.float32)
+    shaded = shaded * tint
+    for _ in range(int(rng.integers(style.num_lights[0], style.num_lights[1] + 1)) - 1):
+        extra = np.array([rng.uniform(-1, 1), rng.uniform(-1, 1), -rng.uniform(0.0, 1.0)])
+        extra = (extra / np.linalg.norm(extra)).astype(np.float32)
+        strength = np.float32(rng.uniform(0.2, 0.8) * (1.0 - ambient))
+        colour = 1.0 + rng.uniform(-style.light_tint, style.light_tint, 3).astype(np.float32)
+        shaded = shaded + albedo * np.maximum(normals @ extra, 0.0)[:, None] * strength * colour
+    return shaded
 
 
 def motion_kernel(length: float, angle: float) -> np.ndarray:

@@ -60,6 +60,13 @@ class Style:
       colour_cast: maximum per-channel gain deviation of a global colour cast.
       exposure_range: global brightness gain.
       jpeg_quality: (min, max) JPEG quality of a re-encoding, or None for no compression.
+      background_families: chance the background is drawn by `render.random_background` (one
+        of several generic families layered with objects and defocus) instead of the fields
+        above; 0 draws nothing new, so older styles keep their bytes.
+      num_lights: (min, max) directional lights; a second light adds its own direction, colour
+        tint and strength.
+      light_tint: maximum per-channel deviation of each light's colour from white.
+      thickness_range: a per-hand factor on every capsule radius (slender or broad hands).
       with_depth: the dataset stores metric depth.
       with_mask: the dataset stores the hand mask.
     """
@@ -87,13 +94,18 @@ class Style:
     colour_cast: float = 0.0
     exposure_range: Range = (1.0, 1.0)
     jpeg_quality: tuple[int, int] | None = None
+    background_families: float = 0.0
+    num_lights: tuple[int, int] = (1, 1)
+    light_tint: float = 0.0
+    thickness_range: Range = (1.0, 1.0)
     with_depth: bool = True
     with_mask: bool = True
 
     def __post_init__(self):
         for field in ("distance_range", "focal_range", "scale_range", "ambient_range",
                       "noise_std", "blur_sigma", "exposure_range", "num_shapes",
-                      "num_distractors", "motion_blur", "resolution"):
+                      "num_distractors", "motion_blur", "resolution", "num_lights",
+                      "thickness_range"):
             lo, hi = getattr(self, field)
             if lo > hi:
                 raise ValueError(f"Style {self.name!r}: {field} = {(lo, hi)} has min > max")
@@ -107,7 +119,7 @@ class Style:
         if not self.skin_tones:
             raise ValueError(f"Style {self.name!r}: skin_tones is empty; give at least one RGB")
         for field in ("grasp_probability", "background_texture_probability",
-                      "occluder_probability", "sleeve_probability"):
+                      "occluder_probability", "sleeve_probability", "background_families"):
             if not 0.0 <= getattr(self, field) <= 1.0:
                 raise ValueError(f"Style {self.name!r}: {field} must be a probability in [0, 1]")
 
@@ -143,4 +155,35 @@ CAPTURE = Style(
     with_mask=False,
 )
 
-STYLES = {s.name: s for s in (RENDER, CAPTURE)}
+#: Labelled source randomised for transfer to photographs nobody has seen (domain randomisation,
+#: as Tobin et al. 2017 and Tremblay et al. 2018 use it): backgrounds from many families with
+#: objects, skin-coloured ones among them (other people's skin is in most hand photos), broad
+#: skin tones with texture and highlights, one or two tinted lights, forearms bare or sleeved in
+#: any colour, occluding objects, slender to broad hands, and a camera's defocus, noise, colour
+#: balance, exposure and JPEG. Ranges are wide on purpose: nothing in it is fitted to a target
+#: (neither to `CAPTURE` nor to any set of photographs); depth and mask as `RENDER`.
+RANDOMIZED = Style(
+    name="randomized",
+    grasp_probability=0.4,
+    scale_range=(0.8, 1.2),
+    proportion_std=0.07,
+    tone_jitter=0.08,
+    skin_texture=0.15,
+    specular=0.3,
+    ambient_range=(0.1, 0.7),
+    background_families=1.0,
+    num_shapes=(2, 9),
+    num_distractors=(0, 2),
+    occluder_probability=0.3,
+    sleeve_probability=0.5,
+    noise_std=(0.0, 0.05),
+    blur_sigma=(0.0, 1.5),
+    colour_cast=0.15,
+    exposure_range=(0.6, 1.3),
+    jpeg_quality=(30, 95),
+    num_lights=(1, 2),
+    light_tint=0.15,
+    thickness_range=(0.85, 1.2),
+)
+
+STYLES = {s.name: s for s in (RENDER, CAPTURE, RANDOMIZED)}

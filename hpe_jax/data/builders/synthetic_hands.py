@@ -1,12 +1,16 @@
 """`synthetic_hands`: the embedded, offline benchmark rendered by `hpe_jax.data.render`.
 
-Configs (name: style, image size, train / test examples):
+Configs (name: style, image size, train / test examples; every config has a val split as large
+as its test split, rendered from other seeds, for choosing settings):
   source       render style, 128 px, 4000 / 500: labelled, RGB + depth + mask.
   target       capture style, 128 px, 4000 / 500: RGB only; its labels exist for oracle
                experiments and evaluation, and the unlabelled input pipeline drops them.
   source_large render style, 128 px, 12000 / 500: more labelled images for `make reproduce`
                (its test split is `source`'s: the same style, seed and indices).
-  source_tiny, target_tiny: the same styles with 64 / 32 examples, for tests and smoke runs.
+  randomized, randomized_large: the randomized style (styles.RANDOMIZED, generic domain
+               randomisation), 4000 / 500 and 12000 / 500: the labelled source of
+               `make reproduce` and `make real`.
+  source_tiny, target_tiny, randomized_tiny: 64 / 32 examples, for tests and smoke runs.
 
 A config for any `Style` comes from `config_from_style(style, ...)`; pass it as
 `tfds.builder('synthetic_hands', config=cfg, data_dir=...)`.
@@ -38,7 +42,7 @@ from PIL import Image
 
 from hpe_jax.data import features, render, styles
 
-SPLIT_IDS = {"train": 0, "test": 1}
+SPLIT_IDS = {"train": 0, "test": 1, "val": 2}
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -57,7 +61,8 @@ class SyntheticHandsConfig(tfds.core.BuilderConfig):
     Attributes:
       style: the appearance and pose/camera distribution (`styles.Style`).
       image_size: rendered image side in pixels.
-      num_train, num_test: examples per split.
+      num_train, num_test, num_val: examples per split (val: rendered apart from test, from
+        its own seeds, for choosing settings; test only reports).
       seed: dataset seed; with the style name, split and index it fixes each example.
     """
 
@@ -65,34 +70,41 @@ class SyntheticHandsConfig(tfds.core.BuilderConfig):
     image_size: int = 128
     num_train: int = 4000
     num_test: int = 500
+    num_val: int = 500
     seed: int = 0
 
 
 def config_from_style(
     style: styles.Style, *, name: str | None = None, image_size: int = 128,
-    num_train: int = 4000, num_test: int = 500, seed: int = 0,
+    num_train: int = 4000, num_test: int = 500, num_val: int | None = None, seed: int = 0,
 ) -> SyntheticHandsConfig:
     """A builder config rendering `style` (its name defaults to the style's name)."""
     if image_size < 32:
         raise ValueError(f"image_size={image_size} is too small to render a hand; use >= 32")
-    if num_train < 1 or num_test < 1:
-        raise ValueError(f"split sizes must be positive, got train={num_train}, test={num_test}")
+    num_val = num_test if num_val is None else num_val
+    if num_train < 1 or num_test < 1 or num_val < 1:
+        raise ValueError(f"split sizes must be positive, got train={num_train}, test={num_test}"
+                         f", val={num_val}")
     return SyntheticHandsConfig(
         name=name or style.name,
-        description=(f"style {style.name!r}, {image_size}px, {num_train} train / {num_test} "
+        description=(f"style {style.name!r}, {image_size}px, {num_train} train / {num_val} val"
+                     f" / {num_test} "
                      f"test, seed {seed}"),
-        style=style, image_size=image_size, num_train=num_train, num_test=num_test, seed=seed,
+        style=style, image_size=image_size, num_train=num_train, num_test=num_test, num_val=num_val,
+        seed=seed,
     )
 
 
 class SyntheticHands(tfds.core.GeneratorBasedBuilder):
     """Procedurally rendered right hands: a labelled source and a captured-looking target."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release.",
         "1.1.0": "JPEG styles store the camera's JPEG instead of a PNG of its decode; faster "
                  "background shapes (different random shapes for the same seed).",
+        "1.2.0": "A val split (its own seeds, apart from test) in every config; the "
+                 "randomized style's configs. train and test keep their bytes.",
     }
     BUILDER_CONFIGS = [
         config_from_style(styles.RENDER, name="source"),
@@ -100,6 +112,9 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
         config_from_style(styles.RENDER, name="source_large", num_train=12000),
         config_from_style(styles.RENDER, name="source_tiny", num_train=64, num_test=32),
         config_from_style(styles.CAPTURE, name="target_tiny", num_train=64, num_test=32),
+        config_from_style(styles.RANDOMIZED, name="randomized"),
+        config_from_style(styles.RANDOMIZED, name="randomized_large", num_train=12000),
+        config_from_style(styles.RANDOMIZED, name="randomized_tiny", num_train=64, num_test=32),
     ]
     DEFAULT_CONFIG_NAME = "source"
 
@@ -118,6 +133,7 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
         return {
             "train": self._generate_examples("train", cfg.num_train),
             "test": self._generate_examples("test", cfg.num_test),
+            "val": self._generate_examples("val", cfg.num_val),
         }
 
     def _generate_examples(self, split: str, num: int):
