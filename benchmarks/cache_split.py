@@ -1,7 +1,7 @@
 """Where a repeated run's compile time goes: tracing, lowering, and XLA compiling or loading.
 
 Lowers and compiles the bound pre-training and fine-tuning steps of the paper config
-(configs/default.py, scanned blocks, batch 2 / 2 + 2, as benchmarks/README.md's cache table)
+(configs/default.py, scanned blocks, batch 2 / 2 + 2, as docs/benchmarks.md's cache table)
 with the persistent compilation cache in `--cache_dir`, and records JAX's own compile-event
 durations (`jax.monitoring`): on a warm cache, "backend_compile_duration" is the time to load the
 cached executable.
@@ -9,7 +9,7 @@ cached executable.
     .venv/bin/python benchmarks/cache_split.py --cache_dir=/tmp/cache \
         --output=benchmarks/results_cpu/cache_paper_warm_split.json
 
-Run it after `tools.benchmark` has filled the cache with the same config (README.md).
+Run it after `tools.benchmark` has filled the cache with the same config (docs/benchmarks.md).
 
 With `--traced`, each step goes through `trace_cache.CachedStep` (the traced-step cache the
 tools use, in `<cache_dir>/traced_steps`), and what is timed is reading its exported program

@@ -13,7 +13,7 @@ cache off, so no measurement reuses another's compiled program. The batch sizes 
 (--batch, default 2 per phase and per fine-tuning stream): compile time hardly depends on them.
 
 Prints one line per measurement and a summary (median per step and setting, and the off / on
-ratio); --output writes them all as JSON. Results for this repository: benchmarks/README.md,
+ratio); --output writes them all as JSON. Results for this repository: docs/benchmarks.md,
 "Compile time".
 """
 

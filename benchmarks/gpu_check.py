@@ -48,7 +48,7 @@ def make_config(size: str, platform: str):
     c.model.dtype = "float32" if platform == "cpu" else "bfloat16"
     # Scanned encoder blocks by default: the unrolled fine-tuning step compiled for more than
     # 250 s on an H200, which does not fit the check's 8 minutes; the scanned one in 97 s. Step
-    # times then are those of the scanned network (slower on a GPU: benchmarks/README.md).
+    # times then are those of the scanned network (slower on a GPU: docs/benchmarks.md).
     c.model.scan_blocks = os.environ.get("GPU_CHECK_SCAN_BLOCKS", "1") == "1"
     c.pretrain.batch_size = int(os.environ.get("GPU_CHECK_PRETRAIN_BATCH", 64))
     c.finetune.batch_size = c.finetune.unlabelled_batch_size = int(

@@ -6,9 +6,10 @@
         --config.data.data_dir=runs/data          # needs a labelled test.json in the folder
 
 The folder's layout (photos, optional boxes.json / boxes.csv, optional labelled test.json) is
-described in hpe_jax/data/builders/image_folder.py and the README section "Adapt to your own
+described in hpe_jax/data/builders/image_folder.py and docs/usage.md, "Adapt to your own
 images". tools.train renders the synthetic source and builds the folder into data_dir on first
 use. Sizes are the demo's (configs/demo.py): a small network that trains in minutes on a CPU.
+Expected result: depends on your photos; evaluate with a labelled test.json to measure it.
 """
 
 import ml_collections

@@ -5,7 +5,9 @@
 
 Pre-trains for 60 epochs (lr 2.5e-4, x0.1 after epochs 40 and 50), then fine-tunes 6 epochs at
 2.5e-5 with pseudo-labels and self-distillation. On synthetic_hands it runs as is; the
-configs/rhd_to.py:<target> sets the real datasets.
+configs/rhd_to.py:<target> sets the real datasets. Expected result: the paper's own tables; no
+full run of it is recorded in docs/results.md (it needs a GPU). The fields where this code fills
+in or departs from the paper: docs/method_choices.md.
 """
 
 import ml_collections
@@ -57,19 +59,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.proj_dim = 128
     c.model.attention_eps = 1e-6
     c.model.beta_init = 1.0                    # soft-argmax sharpness beta's initial value (the
-                                               # papers: learnable, initial value not given).
-                                               # configs/demo.py RGB-only, 375 steps on this CPU:
-                                               # 1.0 -> 48.6 mm source EPE, 10.0 -> 59.8 mm
+                                               # papers: learnable, initial value not given);
+                                               # 1.0 over 10.0: docs/method_choices.md
     c.model.stem_pool = True                   # ResNet's max-pool after conv1 (torchvision)
     c.model.scan_blocks = False                # True: each encoder stage's identical blocks as
                                                # one nn.scan loop (the same function, compiled
-                                               # once per stage, not per block). Measured at this
-                                               # config: compile 2.9x (pre-training) and 5.5x
-                                               # (fine-tuning) faster on a 2-core CPU, but on an
-                                               # H200 the pre-training step runs at 310 images/s
-                                               # scanned against 435 unrolled (compile 54 s vs
-                                               # 112 s), so long runs keep it off; turn it on to
-                                               # iterate (benchmarks/README "Compile time"). It
+                                               # once per stage, not per block): faster compiles,
+                                               # slower GPU steps, so long runs keep it off; turn
+                                               # it on to iterate (docs/method_choices.md). It
                                                # changes the encoders' variable layout (stacked
                                                # layer{s}_blocks, models/resnet.py).
     c.model.num_deconv = 3                     # decoder upsamplings (SimpleBaseline: 3); output
@@ -77,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
                                                # the stem pool)
     c.model.deconv_impl = "auto"               # decoder's transposed convs: "transpose",
                                                # "subpixel" (the same function as a 3x3 conv +
-                                               # depth-to-space; 3-5x faster on XLA:CPU) or "auto"
+                                               # depth-to-space; faster on XLA:CPU) or "auto"
                                                # (subpixel on CPU, transpose on GPU/TPU)
     c.model.fused_projection = "rgb"           # z_F's projection head: "rgb" (default: s_F is
                                                # E_R's features re-weighted by depth attention,
@@ -125,9 +122,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.supervise_positives = False         # L_s also on the texture-augmented positives
                                                # T(G(x)) (same labels; computed for L_c anyway),
                                                # averaged with the view's. The paper names L_s on
-                                               # the labelled samples only (False); the CPU
-                                               # configs turn it on (twice the labelled signal
-                                               # per step at no extra network cost)
+                                               # the labelled samples only (False); off in every
+                                               # config (docs/method_choices.md)
     c.loss.lambda_m = 100.0                    # mask L1 weight
     c.loss.lambda_dm = 50.0                    # depth-map L1: the paper's "lambda_d = 50"
     c.loss.lambda_c = 0.1                      # contrastive weight
@@ -173,10 +169,7 @@ def get_config() -> ml_collections.ConfigDict:
                                                # batch's depth) or "predicted" (the RGB way's own
                                                # predicted map, the input the teacher's second
                                                # pass gets in fine-tuning; one more depth-encoder
-                                               # pass per step). Measured on the reproduce model
-                                               # pre-trained with "measured": the fused pass fed
-                                               # its predicted maps scored 54 mm source EPE where
-                                               # its RGB pass scored 31 (measured depth: 25)
+                                               # pass per step; docs/method_choices.md)
     c.pretrain.decay_epochs = (40, 50)
     c.pretrain.decay_factor = 0.1
     c.pretrain.decay = "step"                  # "step" (the paper: x decay_factor at each of

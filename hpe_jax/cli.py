@@ -275,7 +275,7 @@ def choose_cpu_convolutions(choice: str | None = None, avx512: bool | None = Non
 
     choice: 'ynn' (XLA:CPU's default, YNNPACK), 'xla' (XLA's own emitter) or 'auto'; None reads
     `$HPE_JAX_CPU_CONV` (default 'auto'). 'auto' is 'xla' on an x86 CPU without AVX-512 and
-    'ynn' elsewhere. Measured side by side on a 2-core AVX2 EPYC (benchmarks/README.md, "CPU
+    'ynn' elsewhere. Measured side by side on a 2-core AVX2 EPYC (docs/benchmarks.md, "CPU
     convolutions"): the `make reproduce` network's pre-training step 16.3 -> 24.2 images/s and
     its fine-tuning step 43.8 -> 56.3 images/s with 'xla'; on AVX-512 CPUs, where the project's
     earlier numbers were measured with YNNPACK, it is not measured, so 'auto' keeps it there.

@@ -14,7 +14,7 @@ from hpe_jax.models.resnet import ResNet
 
 
 def cpu_config():
-    """The CPU benchmark config of benchmarks/README.md (ResNet-18 x0.25, 64 px)."""
+    """The CPU benchmark config of docs/benchmarks.md (ResNet-18 x0.25, 64 px)."""
     c = default.get_config()
     m = c.model
     m.resnet_depth, m.width, m.deconv_features, m.proj_hidden, m.proj_dim = 18, 0.25, 64, 128, 64

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TORCH_VENV = "/tmp/torchenv/bin/python"  # benchmarks/README.md's optional torch venv
+TORCH_VENV = "/tmp/torchenv/bin/python"  # docs/benchmarks.md's optional torch venv
 
 
 @pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils' timeout")

@@ -3,7 +3,7 @@
     python -m tools.benchmark --config=configs/default.py --output=runs/bench/default.json \
         [--benchmarks=peak,pretrain,finetune,eval,pipeline,resnet] [--steps=10 --repeats=3]
 
-A CPU-sized run (the numbers in benchmarks/README.md):
+A CPU-sized run (the numbers in docs/benchmarks.md):
 
     python -m tools.benchmark --config=configs/default.py --output=runs/bench/cpu.json \
         --config.model.resnet_depth=18 --config.model.width=0.25 \

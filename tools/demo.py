@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     cli.split_cpu_into_devices(_CPU_DEVICES.value)
     from hpe_jax import compile_cache  # noqa: PLC0415
 
-    compile_cache.enable()  # persistent XLA cache, README "Compilation cache"
+    compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
     import tensorflow as tf  # noqa: PLC0415
 
     tf.config.set_visible_devices([], "GPU")

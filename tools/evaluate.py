@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
     del argv
     from hpe_jax import compile_cache  # noqa: PLC0415
 
-    compile_cache.enable()  # persistent XLA cache, README "Compilation cache"
+    compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
     from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
 
     res = evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value, _OUTPUT.value,

@@ -38,6 +38,7 @@ from absl import flags, logging
 
 from hpe_jax import cli
 
+
 def define_flags() -> None:
     """Defines the command-line flags (only when run as a program, so that importing this module
     for `predict_files` never clashes with another tool's flags of the same name)."""

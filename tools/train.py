@@ -4,7 +4,7 @@ r"""Trains (pre-training, then fine-tuning) a dual-modality hand-pose model.
         --config.data.data_dir=runs/data [--config.pretrain.epochs=2 ...]
 
 Datasets live in --config.data.data_dir (default: TFDS's ~/tensorflow_datasets); synthetic_hands
-is rendered there on first use, real datasets must be built there first (README, "Real
+is rendered there on first use, real datasets must be built there first (docs/usage.md, "Real
 datasets"). Any config field can be set with --config.FIELD=VALUE. The console shows one progress
 line per config.log_every_steps; --verbose brings back every library's log.
 
@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
         )
     from hpe_jax import compile_cache  # noqa: PLC0415
 
-    compile_cache.enable()  # persistent XLA cache, README "Compilation cache"
+    compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
     # tf.data must not grab the accelerator memory JAX needs.
     import tensorflow as tf  # noqa: PLC0415
 

@@ -86,9 +86,9 @@ def build_hint(builder, name: str) -> str:
                 "or build it: python -m tools.tfds_build image_folder --manual_dir=DIR "
                 "--data_dir=DATA_DIR")
     if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
-        return (f"download it yourself (see README 'Real datasets'), then build it: python -m "
-                f"tools.tfds_build {name} --manual_dir=DIR --data_dir=DATA_DIR, and pass the "
-                "same --config.data.data_dir=DATA_DIR")
+        return (f"download it yourself (see docs/usage.md 'Real datasets'), then build it: "
+                f"python -m tools.tfds_build {name} --manual_dir=DIR --data_dir=DATA_DIR, and "
+                "pass the same --config.data.data_dir=DATA_DIR")
     return (f"build it: python -m tools.tfds_build {name} --data_dir=DATA_DIR, and pass the same "
             "--config.data.data_dir=DATA_DIR")
 
