@@ -54,10 +54,23 @@ def verbose() -> bool:
     return bool(flags.FLAGS["verbose"].value) if "verbose" in flags.FLAGS else False
 
 
+#: Library warnings that say nothing a user can act on (a deprecation inside TFDS, orbax
+#: opening a checkpoint read-only to evaluate it, TFDS finding a dataset not yet built before it
+#: builds it); quiet mode drops them, --verbose shows them.
+LIBRARY_NOISE = re.compile(
+    r"FeatureConnector\.dtype. is deprecated|CheckpointManagerOptions\.read_only=True"
+    r"|Given directory is read only|Variant folder .* has no dataset_info\.json"
+    r"|is not a valid config for the builder|No config specified, defaulting to")
+
+
 class _LibraryInfoFilter(py_logging.Filter):
-    """Drops INFO (and DEBUG) records that do not come from the project's own code."""
+    """Drops INFO (and DEBUG) records that do not come from the project's own code, and the
+    library warnings of `LIBRARY_NOISE`."""
 
     def filter(self, record: py_logging.LogRecord) -> bool:
+        if record.levelno < py_logging.ERROR and not record.pathname.startswith(_OWN_SOURCES) \
+                and LIBRARY_NOISE.search(record.getMessage()):
+            return False
         return record.levelno >= py_logging.WARNING or record.pathname.startswith(_OWN_SOURCES)
 
 

@@ -121,3 +121,36 @@ def test_cpu_convolutions_auto_uses_xla_without_avx512_and_respects_xla_flags(
     monkeypatch.setenv(cli.CONV_ENV_VAR, "onednn")
     with pytest.raises(cli.UsageError, match="HPE_JAX_CPU_CONV='onednn' is not one of"):
         cli.choose_cpu_convolutions()
+
+
+@pytest.mark.parametrize("args, status, words", [
+    (("--help",), 0, None),
+    (("--config=configs/nope.py", "--output=/tmp/unused.json"), 2,
+     "cannot load the config file configs/nope.py"),
+    (("--config=configs/smoke.py", "--output=/tmp/unused.json", "--config.model.widht=1"), 2,
+     "'config.model.width'"),
+    (("--config=configs/smoke.py", "--output=/tmp/unused.json", "--benchmarks=fast"), 2,
+     "unknown --benchmarks fast; valid names"),
+])
+def test_benchmark_uses_the_shared_command_line(args, status, words):
+    proc = _tool("tools.benchmark", *args)
+    assert proc.returncode == status, proc.stderr[-2000:]
+    if words is None:
+        assert "python -m tools.benchmark" in proc.stdout
+    else:
+        assert words in _one_line(proc, "benchmark")
+
+
+@pytest.mark.parametrize("field, name, close", [
+    ("source", "synthtic_hands/source_tiny", "synthetic_hands/source_tiny"),
+    ("target", "synthetic_hands/targe", "synthetic_hands/target"),
+])
+def test_an_unknown_dataset_is_one_line_with_few_suggestions_before_any_work(tmp_path, field,
+                                                                             name, close):
+    proc = _tool("tools.train", "--config=configs/smoke.py", f"--workdir={tmp_path / 'w'}",
+                 f"--config.data.data_dir={tmp_path / 'd'}", f"--config.data.{field}={name}")
+    assert proc.returncode == 1
+    line = _one_line(proc, "train")
+    assert f"--config.data.{field}='{name}' is not a dataset" in line and close in line
+    assert line.count("synthetic_hands/") <= 5 and len(line) < 400
+    assert not (tmp_path / "d").exists()  # nothing rendered

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from hpe_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model/data config file.",
                                           lock_config=True)
@@ -54,15 +55,10 @@ flags.mark_flags_as_required(["config", "output"])
 
 
 def _prepare(config) -> None:
-    import tensorflow_datasets as tfds  # noqa: PLC0415
+    """Builds the source / target datasets the config names that need no download."""
+    from hpe_jax.data.prepare import prepare_datasets  # noqa: PLC0415
 
-    import hpe_jax.data  # noqa: F401, PLC0415  (registers synthetic_hands)
-
-    for name in (config.data.source, config.data.target):
-        builder = tfds.builder(name, data_dir=config.data.data_dir or None)
-        if not builder.is_prepared():
-            logging.info("Preparing %s in %s", name, builder.data_dir)
-            builder.download_and_prepare()
+    prepare_datasets(config)
 
 
 def main(argv: list[str]) -> None:
@@ -72,9 +68,8 @@ def main(argv: list[str]) -> None:
 
     unknown = [b for b in _BENCHMARKS.value if b not in benchmarking.ALL_BENCHMARKS]
     if unknown:
-        print(f"tools.benchmark: unknown --benchmarks {','.join(unknown)}; valid names: "
-              f"{','.join(benchmarking.ALL_BENCHMARKS)}", file=sys.stderr)
-        sys.exit(2)
+        raise cli.UsageError(f"unknown --benchmarks {','.join(unknown)}; valid names: "
+                             f"{','.join(benchmarking.ALL_BENCHMARKS)}")
     compile_cache.enable()
     if "pipeline" in _BENCHMARKS.value:
         # TensorFlow only for the input-pipeline benchmark: JAX-on-GPU machines often lack it.
@@ -101,4 +96,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, "benchmark")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from hpe_jax import cli
@@ -50,7 +50,12 @@ def main(argv: list[str]) -> None:
     run_demo(config, _WORKDIR.value, export_dir=_EXPORT.value)
     with open(os.path.join(_WORKDIR.value, "report.md")) as f:
         print(f.read().split("\n## ")[0])
-    logging.info("Report: %s", os.path.join(_WORKDIR.value, "report.md"))
+    cfg = config_flags.get_config_filename(flags.FLAGS["config"])
+    train_dir = os.path.join(_WORKDIR.value, "train")
+    print(f"Wrote {os.path.join(_WORKDIR.value, 'report.md')} (figures beside it) and the "
+          f"checkpoints in {train_dir}. Next, the adapted model for predict: python -m "
+          f"tools.export --config={cfg} --workdir={train_dir} --config.data.data_dir="
+          f"{config.data.data_dir} --output={os.path.join(_WORKDIR.value, 'export')}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,12 @@ def main(argv: list[str]) -> None:
 
         multihost_utils.sync_global_devices("datasets prepared")
     train(_CONFIG.value, _WORKDIR.value)
+    if jax.process_index() == 0:
+        cfg = config_flags.get_config_filename(flags.FLAGS["config"])
+        print(f"Checkpoints in {os.path.join(_WORKDIR.value, 'checkpoints')}, metrics for "
+              f"TensorBoard in {_WORKDIR.value}. Next: python -m tools.evaluate --config={cfg} "
+              f"--workdir={_WORKDIR.value} --config.data.data_dir="
+              f"{_CONFIG.value.data.data_dir or '<data_dir>'}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ in hand-graph-cnn's layout), from `config.data.image_folder`."""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import hashlib
+import io
 import json
 import os
 
@@ -85,10 +88,48 @@ def prepare_folder_target(name: str, folder: str, data_dir: str | None) -> None:
         shutil.rmtree(builder.data_dir)
         builder = tfds.builder(name, data_dir=data_dir)
     logging.warning("Building %s from %s (once)", name, folder)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(folder)))
+    build(builder, download_config=tfds.download.DownloadConfig(manual_dir=str(folder)))
     with open(stamp_path, "w") as f:
         json.dump(stamp, f)
+
+
+def dataset_names() -> list[str]:
+    """Every dataset name the project's builders give: `name` and `name/config` for each."""
+    import tensorflow_datasets as tfds  # noqa: PLC0415
+
+    from hpe_jax.data import builders  # noqa: PLC0415
+
+    names = []
+    for module in vars(builders).values():
+        for obj in vars(module).values() if hasattr(module, "__file__") else ():
+            if isinstance(obj, type) and issubclass(obj, tfds.core.DatasetBuilder) \
+                    and obj.__module__ == module.__name__:
+                names.append(obj.name)
+                names += [f"{obj.name}/{c.name}" for c in (obj.BUILDER_CONFIGS or ())]
+    return sorted(set(names))
+
+
+def check_dataset_names(config: ml_collections.ConfigDict) -> None:
+    """Refuses an unknown data.source / data.target in one line with at most five close names,
+    before anything is rendered or built."""
+    known = dataset_names()
+    for field in ("source", "target"):
+        name = config.data[field]
+        if name.split(":")[0] in known:  # a ":version" suffix is TFDS's
+            continue
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}?" if close else \
+            f"the project's datasets: {', '.join(n for n in known if '/' not in n)}"
+        raise ValueError(f"--config.data.{field}={name!r} is not a dataset of this project; "
+                         f"{hint}")
+
+
+def build(builder, **kwargs) -> None:
+    """`builder.download_and_prepare(**kwargs)` without TFDS's own "Downloading and preparing
+    ... Unknown size" prints (the project logs what it builds, and the renderer its progress)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare(**kwargs)
+    logging.warning("Built %s", builder.data_dir)
 
 
 def prepare_datasets(config: ml_collections.ConfigDict) -> None:
@@ -103,6 +144,7 @@ def prepare_datasets(config: ml_collections.ConfigDict) -> None:
 
     import hpe_jax.data  # noqa: F401, PLC0415  (registers the builders)
 
+    check_dataset_names(config)
     data_dir = config.data.data_dir or None
     target = config.data.target.split("/")[0]
     if target in FOLDER_TARGETS:
@@ -117,4 +159,4 @@ def prepare_datasets(config: ml_collections.ConfigDict) -> None:
         builder = tfds.builder(name, data_dir=data_dir)
         if not builder.is_prepared():
             logging.warning("Rendering %s into %s (once)", name, builder.data_dir)
-            builder.download_and_prepare()
+            build(builder)

@@ -295,6 +295,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     step = start
     last_metrics: list[dict] = []
     progress = _Progress(plan)
+    # At least five progress lines in a short run (a few hundred photos: a few dozen steps).
+    log_every = max(1, min(int(config.log_every_steps), plan.total_steps // 5))
     first_of_phase = False
     with metric_writers.ensure_flushes(writer), _Preemption() as preemption:
         while step < plan.total_steps:
@@ -339,7 +341,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
             stop_now = step == config.stop_after_steps
             save_now = (step % config.checkpoint_every_steps == 0 or step == plan.total_steps
                         or stop_now)
-            if step % config.log_every_steps == 0 or save_now or preemption.requested:
+            if step % log_every == 0 or save_now or preemption.requested:
                 host = [jax.tree_util.tree_map(lambda x: np.asarray(x[0]), m)
                         for m in jax.device_get(last_metrics)]
                 for i, m in enumerate(host):

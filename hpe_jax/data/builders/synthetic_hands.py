@@ -35,9 +35,11 @@ import dataclasses
 import io
 import multiprocessing
 import os
+import time
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from PIL import Image
 
 from hpe_jax.data import features, render, styles
@@ -142,7 +144,7 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
                 for index in range(num)]
         workers = _num_workers(num)
         if workers <= 1:
-            yield from map(_render_encoded, jobs)
+            yield from _with_progress(map(_render_encoded, jobs), f"{cfg.name} {split}", num)
             return
         # Rendering is CPU-bound numpy: one process per core. 'spawn', because the renderer
         # uses JAX, whose runtime threads do not survive a fork. imap keeps the order, and every
@@ -151,7 +153,19 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
         with _single_threaded_blas():  # the workers start here, with that environment
             pool = ctx.Pool(workers)
         with pool:
-            yield from pool.imap(_render_encoded, jobs, chunksize=16)
+            yield from _with_progress(pool.imap(_render_encoded, jobs, chunksize=16),
+                                      f"{cfg.name} {split}", num)
+
+
+def _with_progress(items, what: str, num: int):
+    """Yields `items`, logging every tenth of `num` (large splits only: a render takes a
+    minute or more, and TFDS's own progress bars are off on the console)."""
+    every = max(1, num // 10) if num >= 1000 else 0
+    start = time.time()
+    for i, item in enumerate(items, 1):
+        yield item
+        if every and (i % every == 0 or i == num):
+            logging.warning("Rendering %s: %d/%d (%.0f s)", what, i, num, time.time() - start)
 
 
 @contextlib.contextmanager
