@@ -36,8 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 
 from configs import default  # noqa: E402
-from hpe_jax import cli, compile_cache, config_checks, trace_cache  # noqa: E402
 from hpe_jax.experiments import benchmarking  # noqa: E402
+from hpe_jax.runtime import compile_cache, cpu, trace_cache  # noqa: E402
+from hpe_jax.training import config_checks  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--traced", action="store_true",
                         help="time the first call of the trace-cached step (docstring)")
     args = parser.parse_args()
-    cli.choose_cpu_convolutions()  # as the tools do ($HPE_JAX_CPU_CONV), before JAX starts
+    cpu.choose_cpu_convolutions()  # as the tools do ($HPE_JAX_CPU_CONV), before JAX starts
     compile_cache.enable(args.cache_dir)
     c = default.get_config()
     c.model.scan_blocks = True

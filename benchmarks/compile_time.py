@@ -44,7 +44,7 @@ def load_config(path: str, scan_blocks: bool, batch: int):
     config.model.scan_blocks = scan_blocks
     config.pretrain.batch_size = batch
     config.finetune.batch_size = config.finetune.unlabelled_batch_size = batch
-    from hpe_jax import config_checks  # noqa: PLC0415
+    from hpe_jax.training import config_checks  # noqa: PLC0415
 
     config_checks.resolve(config)
     return config

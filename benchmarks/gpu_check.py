@@ -62,8 +62,8 @@ def run_part(part: str, size: str, output: str) -> None:
     sys.path.insert(0, ROOT)
     import jax  # noqa: PLC0415
 
-    from hpe_jax import compile_cache  # noqa: PLC0415
     from hpe_jax.experiments import benchmarking  # noqa: PLC0415
+    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
 
     cache_dir = compile_cache.enable()
     platform = jax.devices()[0].platform

@@ -135,13 +135,13 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides field.path=value")
     args = parser.parse_args()
 
-    from hpe_jax import cli
-    cli.split_cpu_into_devices(args.cpu_devices)
-    cli.choose_cpu_convolutions()  # as the tools do ($HPE_JAX_CPU_CONV)
+    from hpe_jax.runtime import cpu
+    cpu.split_cpu_into_devices(args.cpu_devices)
+    cpu.choose_cpu_convolutions()  # as the tools do ($HPE_JAX_CPU_CONV)
     import jax
 
-    from hpe_jax import config_checks
     from hpe_jax.experiments import benchmarking
+    from hpe_jax.training import config_checks
 
     config = load_config(args.config, args.set)
     config_checks.resolve(config)

@@ -35,11 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from hpe_jax import config_checks
 from hpe_jax.hand import camera, kinematics, skeleton
 from hpe_jax.models.convert import IMAGENET_MEAN, IMAGENET_STD
 from hpe_jax.models.decoder import PoseDecoder
 from hpe_jax.models.resnet import ResNet, unscan_variables
+from hpe_jax.training import config_checks
 from hpe_jax.training.checkpoint import check_variables
 
 Array = jax.Array

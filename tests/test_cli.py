@@ -1,4 +1,5 @@
-"""The tools' shared error style (hpe_jax/cli.py): one line, exit 2 for usage errors, fast help."""
+"""The tools' shared error style (hpe_jax/runtime/cli.py): one line, exit 2 for usage errors,
+fast help."""
 
 import os
 import subprocess
@@ -92,35 +93,35 @@ def test_torch_fixture_tool_without_torch_says_so():
 
 def test_cpu_convolutions_auto_uses_xla_without_avx512_and_respects_xla_flags(
         tmp_path, monkeypatch):
-    from hpe_jax import cli
+    from hpe_jax.runtime import cpu
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
-    assert cli.cpu_has_avx512(str(info)) is False
+    assert cpu.cpu_has_avx512(str(info)) is False
     info.write_text("flags\t\t: fpu avx2 avx512f avx512bw\n")
-    assert cli.cpu_has_avx512(str(info)) is True
-    assert cli.cpu_has_avx512(str(tmp_path / "absent")) is None
+    assert cpu.cpu_has_avx512(str(info)) is True
+    assert cpu.cpu_has_avx512(str(tmp_path / "absent")) is None
 
-    monkeypatch.delenv(cli.CONV_ENV_VAR, raising=False)
+    monkeypatch.delenv(cpu.CONV_ENV_VAR, raising=False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    assert cli.choose_cpu_convolutions(avx512=True) == "ynn"
+    assert cpu.choose_cpu_convolutions(avx512=True) == "ynn"
     assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
-    assert cli.choose_cpu_convolutions(avx512=None, choice="ynn") == "ynn"
-    assert cli.choose_cpu_convolutions(avx512=False) == "xla"
+    assert cpu.choose_cpu_convolutions(avx512=None, choice="ynn") == "ynn"
+    assert cpu.choose_cpu_convolutions(avx512=False) == "xla"
     flags = os.environ["XLA_FLAGS"].split()
     assert flags[0] == "--xla_force_host_platform_device_count=2"
     assert flags[1].startswith("--xla_cpu_experimental_ynn_fusion_type=")
     assert "INDIVIDUAL_CONVOLUTION" in flags[1]
-    cli.choose_cpu_convolutions(avx512=False)  # applied once, not appended again
+    cpu.choose_cpu_convolutions(avx512=False)  # applied once, not appended again
     assert os.environ["XLA_FLAGS"].split() == flags
     # A fusion-type setting already in XLA_FLAGS is the user's: left as it is.
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-x")
-    monkeypatch.setenv(cli.CONV_ENV_VAR, "XLA")
-    assert cli.choose_cpu_convolutions() == "xla"
+    monkeypatch.setenv(cpu.CONV_ENV_VAR, "XLA")
+    assert cpu.choose_cpu_convolutions() == "xla"
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=-x"
-    monkeypatch.setenv(cli.CONV_ENV_VAR, "onednn")
-    with pytest.raises(cli.UsageError, match="HPE_JAX_CPU_CONV='onednn' is not one of"):
-        cli.choose_cpu_convolutions()
+    monkeypatch.setenv(cpu.CONV_ENV_VAR, "onednn")
+    with pytest.raises(cpu.UsageError, match="HPE_JAX_CPU_CONV='onednn' is not one of"):
+        cpu.choose_cpu_convolutions()
 
 
 @pytest.mark.parametrize("args, status, words", [

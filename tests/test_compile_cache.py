@@ -1,9 +1,9 @@
-"""hpe_jax/compile_cache.py: where the persistent cache goes, and how it is turned off."""
+"""hpe_jax/runtime/compile_cache.py: where the persistent cache goes, and how it is turned off."""
 
 import jax
 import pytest
 
-from hpe_jax import compile_cache
+from hpe_jax.runtime import compile_cache
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""hpe_jax.config_checks: derived sizes, their refusal when inconsistent, the ImageNet request."""
+"""hpe_jax.training.config_checks: derived sizes, their refusal when inconsistent, the ImageNet
+request."""
 
 import os
 
@@ -7,7 +8,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import default, smoke
-from hpe_jax import config_checks
+from hpe_jax.training import config_checks
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 RHD_TO = ["rhd_to:stb", "rhd_to:freihand", "rhd_to:h3d", "rhd_to:mvhand"]

@@ -1,4 +1,5 @@
-"""The analytic FLOP count (hpe_jax/flops.py) against the traced network and torch's counter."""
+"""The analytic FLOP count (hpe_jax/experiments/flops.py) against the traced network and torch's
+counter."""
 
 import functools
 
@@ -9,7 +10,7 @@ import pytest
 from helpers import tiny_config
 
 from configs import default
-from hpe_jax import flops
+from hpe_jax.experiments import flops
 from hpe_jax.models.resnet import ResNet
 
 

@@ -1,5 +1,5 @@
-"""hpe_jax/trace_cache.py: a step traced once is read back by a later run without tracing it,
-computes the same, and is traced anew whenever its key changes."""
+"""hpe_jax/runtime/trace_cache.py: a step traced once is read back by a later run without tracing
+it, computes the same, and is traced anew whenever its key changes."""
 
 import functools
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from hpe_jax import compile_cache, trace_cache
+from hpe_jax.runtime import compile_cache, trace_cache
 from hpe_jax.training import steps as train_steps
 from hpe_jax.training.state import TrainState
 
@@ -131,8 +131,8 @@ def test_the_compilation_cache_switch_turns_the_trace_cache_on_and_off(tmp_path,
 def test_the_fine_tuning_step_read_back_equals_the_traced_one(tmp_path):
     """The project's real fine-tuning step (smoke config: every pass, pseudo-labels, EMA)."""
     from configs import smoke
-    from hpe_jax import config_checks
     from hpe_jax.experiments import benchmarking
+    from hpe_jax.training import config_checks
 
     config = smoke.get_config()
     config_checks.resolve(config)

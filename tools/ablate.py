@@ -18,7 +18,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli, cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Base config.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Output directory.")
@@ -34,7 +34,7 @@ _ROWS = flags.DEFINE_list("rows", None, "Table 4ft: only these row indices (0-ba
 
 def main(argv: list[str]) -> None:
     del argv
-    cli.split_cpu_into_devices(_CPU_DEVICES.value)
+    cpu.split_cpu_into_devices(_CPU_DEVICES.value)
     from hpe_jax.experiments.ablation import run_table  # noqa: PLC0415
 
     config = _CONFIG.value

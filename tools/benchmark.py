@@ -17,11 +17,11 @@ benchmark reads config.data.source / target from config.data.data_dir; --prepare
 them first if they are missing (e.g. --config.data.source=synthetic_hands/source_tiny
 --config.data.target=synthetic_hands/target_tiny build in seconds). The JSON goes to --output
 and to stdout; see hpe_jax/experiments/benchmarking.py for what each number means (FLOPs and
-MFU are the analytic count of hpe_jax/flops.py, XLA's count beside it).
+MFU are the analytic count of hpe_jax/experiments/flops.py, XLA's count beside it).
 
 TensorFlow is imported only for the pipeline benchmark, so the rest runs on machines without it.
-Compiled steps go to the persistent compilation cache (hpe_jax/compile_cache.py): a repeated run
-reports the (short) cache-load time as compile_s.
+Compiled steps go to the persistent compilation cache (hpe_jax/runtime/compile_cache.py): a
+repeated run reports the (short) cache-load time as compile_s.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model/data config file.",
                                           lock_config=True)
@@ -63,8 +63,8 @@ def _prepare(config) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
-    from hpe_jax import compile_cache  # noqa: PLC0415
     from hpe_jax.experiments import benchmarking  # noqa: PLC0415
+    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
 
     unknown = [b for b in _BENCHMARKS.value if b not in benchmarking.ALL_BENCHMARKS]
     if unknown:

@@ -13,7 +13,7 @@ the `.pth` itself) and `convert.load_pretrained_encoders` fills both encoders of
 
 from __future__ import annotations
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli, cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo config.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Output directory.")
@@ -35,8 +35,8 @@ _CPU_DEVICES = flags.DEFINE_integer(
 
 def main(argv: list[str]) -> None:
     del argv
-    cli.split_cpu_into_devices(_CPU_DEVICES.value)
-    from hpe_jax import compile_cache  # noqa: PLC0415
+    cpu.split_cpu_into_devices(_CPU_DEVICES.value)
+    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
     import tensorflow as tf  # noqa: PLC0415

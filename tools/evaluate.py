@@ -14,7 +14,7 @@ from __future__ import annotations
 from absl import flags
 from ml_collections import config_flags
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -30,7 +30,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
-    from hpe_jax import compile_cache  # noqa: PLC0415
+    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
     from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415

@@ -16,7 +16,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)

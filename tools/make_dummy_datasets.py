@@ -26,9 +26,9 @@ import yaml
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from hpe_jax import cli
 from hpe_jax.hand import kinematics
 from hpe_jax.hand.skeleton import DATASET_TO_CANONICAL, ROOT
+from hpe_jax.runtime import cli
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "hpe_jax" / "data" / "builders" / "dummy_data"
 SIZE = 32  # Width and height of the tiny images.

@@ -26,7 +26,7 @@ import io
 
 import numpy as np
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -18,7 +18,7 @@ import os
 import numpy as np
 from absl import flags
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 _MODEL = flags.DEFINE_string("model", None, "Export directory or network file directory.")
 _REAL = flags.DEFINE_string("real_dir", None, "The hgc_real folder (images/, *.mat).")

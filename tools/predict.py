@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from absl import flags, logging
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 
 def define_flags() -> None:

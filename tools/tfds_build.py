@@ -18,7 +18,7 @@ import simple_parsing
 from tensorflow_datasets.scripts.cli import build
 
 import hpe_jax.data  # noqa: F401  (registers the builders)
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -43,7 +43,7 @@ def main(argv: list[str]) -> None:
             process_id=(_PROCESS_ID.value if _PROCESS_ID.value is not None
                         else int(os.environ["JAX_PROCESS_ID"])),
         )
-    from hpe_jax import compile_cache  # noqa: PLC0415
+    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
     # tf.data must not grab the accelerator memory JAX needs.

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from absl import flags
 
-from hpe_jax import cli
+from hpe_jax.runtime import cli
 
 _OUT = flags.DEFINE_string("out", "runs/synthetic_hands.png", "Output PNG path.")
 _NUM = flags.DEFINE_integer("num", 6, "Samples per style.")

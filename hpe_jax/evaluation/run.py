@@ -20,12 +20,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from hpe_jax import config_checks
 from hpe_jax.evaluation import report
 from hpe_jax.evaluation.evaluator import EvalResult, Evaluator, dataset_joint0
 from hpe_jax.models.dual_modality import DualModalityNet
 from hpe_jax.training import checkpoint as ckpt
-from hpe_jax.training import factory
+from hpe_jax.training import config_checks, factory
 
 #: Examples drawn in qualitative.png (the first ones of the split).
 NUM_QUALITATIVE = 16

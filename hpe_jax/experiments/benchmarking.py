@@ -10,11 +10,12 @@ What is timed, and how (`tools/benchmark.py` is the command line):
   pmapped like the evaluator's step, same timing.
 - Input pipelines (`benchmark_pipeline`): `data.pipeline.labelled_dataset` /
   `unlabelled_dataset` on a prepared TFDS dataset; host batches per second after a warm-up.
-- FLOPs per step are counted analytically from the network's shapes (`hpe_jax.flops`, torch's
-  flop_counter convention: forward + 2x for the backward of trained layers), the same on every
-  platform; XLA's cost analysis of the compiled program (`flops_of`) is kept beside it as
-  `xla_flops_per_step` (on GPU it leaves out cuDNN's convolutions). The peak is a timed square
-  matmul (`matmul_peak`); MFU = analytic FLOPs per step / best step time / peak, per device.
+- FLOPs per step are counted analytically from the network's shapes
+  (`hpe_jax.experiments.flops`, torch's flop_counter convention: forward + 2x for the backward
+  of trained layers), the same on every platform; XLA's cost analysis of the compiled program
+  (`flops_of`) is kept beside it as `xla_flops_per_step` (on GPU it leaves out cuDNN's
+  convolutions). The peak is a timed square matmul (`matmul_peak`); MFU = analytic FLOPs per
+  step / best step time / peak, per device.
 - A plain ResNet classifier step (`benchmark_resnet_classifier`) gives a framework-level anchor
   (`benchmarks/torch_reference.py --model=resnet` times the same step in PyTorch).
 
@@ -41,10 +42,10 @@ import numpy as np
 import optax
 from flax import jax_utils
 
-from hpe_jax import config_checks
-from hpe_jax import flops as analytic
+from hpe_jax.experiments import flops as analytic
 from hpe_jax.models.resnet import ResNet
 from hpe_jax.objectives.pseudo_labels import normalized_template
+from hpe_jax.training import config_checks
 from hpe_jax.training import steps as train_steps
 from hpe_jax.training.factory import build_model
 from hpe_jax.training.optim import make_optimizer
@@ -141,7 +142,7 @@ def _with_flops(result: dict, count: analytic.FlopCount, xla_flops_per_device: f
     `peak` (per device); XLA's count (`xla_flops_per_step`, global) and its MFU kept beside."""
     flops = count.total
     result["flops_per_step"] = flops
-    result["flops_source"] = "analytic (hpe_jax.flops)"
+    result["flops_source"] = "analytic (hpe_jax.experiments.flops)"
     result["flops_breakdown"] = count.as_dict()
     achieved = flops / result["step_time_s_best"]
     result["achieved_flops_per_s"] = achieved

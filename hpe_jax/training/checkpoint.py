@@ -26,8 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from hpe_jax import config_checks
-from hpe_jax.training import factory
+from hpe_jax.training import config_checks, factory
 from hpe_jax.training.state import TrainState, check_teacher
 
 

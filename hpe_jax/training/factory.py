@@ -13,9 +13,9 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from hpe_jax import config_checks
 from hpe_jax.models.convert import load_pretrained_encoders
 from hpe_jax.models.dual_modality import DualModalityNet
+from hpe_jax.training import config_checks
 from hpe_jax.training.state import TrainState
 
 

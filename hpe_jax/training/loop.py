@@ -27,7 +27,6 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import jax_utils
 
-from hpe_jax import config_checks, trace_cache
 from hpe_jax.data import pipeline
 from hpe_jax.objectives.pseudo_labels import (
     TEMPLATES,
@@ -35,7 +34,8 @@ from hpe_jax.objectives.pseudo_labels import (
     normalized_template,
     template_from_bone_ratios,
 )
-from hpe_jax.training import checkpoint, optim, steps
+from hpe_jax.runtime import trace_cache
+from hpe_jax.training import checkpoint, config_checks, optim, steps
 from hpe_jax.training.factory import build_model, initial_state
 from hpe_jax.training.phases import phase_augment, phase_loss
 from hpe_jax.training.state import TrainState, check_teacher

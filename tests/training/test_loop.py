@@ -72,7 +72,7 @@ def test_a_resumed_run_reads_its_traced_steps_back_and_trains_the_same(tiny_data
     writes its pre-training step; the resumed run, as a new process would, reads it back instead
     of tracing it, writes the fine-tuning step, and ends bitwise where an uninterrupted run
     without the cache ends."""
-    from hpe_jax import trace_cache
+    from hpe_jax.runtime import trace_cache
 
     config = tiny_run_config(tiny_data_dir)
     straight = loop.train(config, str(tmp_path / "straight"))  # the group's compiled steps

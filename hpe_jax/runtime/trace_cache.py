@@ -42,7 +42,7 @@ from jax import export
 SUFFIX = ".jaxexport"
 #: Programs read back from disk and traced-and-written, in this process (all `CachedStep`s).
 COUNTS = {"loaded": 0, "exported": 0}
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # hpe_jax/
 
 
 @functools.lru_cache(maxsize=1)

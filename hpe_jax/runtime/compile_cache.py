@@ -25,7 +25,7 @@ import os
 
 import jax
 
-from hpe_jax import trace_cache
+from hpe_jax.runtime import trace_cache
 
 ENV_VAR = "HPE_JAX_COMPILE_CACHE"
 DEFAULT_DIR = os.path.join("~", ".cache", "hpe_jax", "jax")

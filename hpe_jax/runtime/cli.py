@@ -28,6 +28,10 @@ from typing import NoReturn
 from absl import app, flags
 from absl import logging as absl_logging
 
+from hpe_jax.runtime.cpu import UsageError, choose_cpu_convolutions
+
+__all__ = ["UsageError", "fail", "quiet_logging", "run", "run_plain", "verbose"]
+
 HELP_FLAGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
 # Python loggers of libraries that log progress chatter at INFO (each checkpoint save is a dozen
 # orbax lines); quiet mode raises them to WARNING.
@@ -35,12 +39,10 @@ LIBRARY_LOGGERS = ("orbax", "orbax.checkpoint", "tensorflow", "tensorflow_datase
                    "flax", "clu", "etils", "absl.flags")
 # Only INFO records written from these source folders pass the quiet filter (the project's own
 # messages: plans, phase switches, progress lines); warnings and errors always pass.
-_OWN_SOURCES = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d)
-                     + os.sep for d in ("hpe_jax", "tools"))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_OWN_SOURCES = tuple(os.path.join(_REPO, d) + os.sep for d in ("hpe_jax", "tools"))
 
 
-class UsageError(Exception):
-    """A mistake on the command line (exit status 2): the message says what to change."""
 
 
 def fail(tool: str, message: str, status: int = 2) -> NoReturn:
@@ -261,59 +263,3 @@ def run_plain(main: Callable[[], None], tool: str, verbose: bool) -> None:
             traceback.print_exc()
         text = " ".join(str(err).split()) or type(err).__name__
         fail(tool, text + ("" if verbose else " (--verbose shows the traceback)"), 1)
-
-
-CONV_ENV_VAR = "HPE_JAX_CPU_CONV"
-CONV_CHOICES = ("auto", "ynn", "xla")
-# XLA:CPU (jaxlib 0.10) hands convolutions to YNNPACK as "individual convolution" fusions;
-# removing that fusion type leaves them to XLA's own convolution emitter.
-_NO_YNN_CONV = ("--xla_cpu_experimental_ynn_fusion_type="
-                "-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")
-
-
-def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
-    """Whether the CPU reports AVX-512F (Linux `cpuinfo` flags); None where that is unknown."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "avx512f" in line.split()
-    except OSError:
-        return None
-    return None
-
-
-def choose_cpu_convolutions(choice: str | None = None, avx512: bool | None = None) -> str:
-    """Before JAX starts: which library runs XLA:CPU's convolutions; returns 'ynn' or 'xla'.
-
-    choice: 'ynn' (XLA:CPU's default, YNNPACK), 'xla' (XLA's own emitter) or 'auto'; None reads
-    `$HPE_JAX_CPU_CONV` (default 'auto'). 'auto' is 'xla' on an x86 CPU without AVX-512 and
-    'ynn' elsewhere. Measured side by side on a 2-core AVX2 EPYC (docs/benchmarks.md, "CPU
-    convolutions"): the `make reproduce` network's pre-training step 16.3 -> 24.2 images/s and
-    its fine-tuning step 43.8 -> 56.3 images/s with 'xla'; on AVX-512 CPUs, where the project's
-    earlier numbers were measured with YNNPACK, it is not measured, so 'auto' keeps it there.
-    Only the kernels change (the same function, float rounding aside). An XLA_FLAGS that already
-    sets the fusion types wins. Accelerators are unaffected.
-    """
-    choice = (choice or os.environ.get(CONV_ENV_VAR, "auto")).strip().lower()
-    if choice not in CONV_CHOICES:
-        raise UsageError(f"{CONV_ENV_VAR}={choice!r} is not one of {', '.join(CONV_CHOICES)}")
-    if choice == "auto":
-        if avx512 is None:
-            avx512 = cpu_has_avx512()
-        choice = "xla" if avx512 is False else "ynn"
-    flags_now = os.environ.get("XLA_FLAGS", "")
-    if choice == "xla" and "--xla_cpu_experimental_ynn_fusion_type" not in flags_now:
-        os.environ["XLA_FLAGS"] = f"{flags_now} {_NO_YNN_CONV}".strip()
-    return choice
-
-
-def split_cpu_into_devices(count: int) -> None:
-    """Before JAX starts: expose the host as `count` XLA:CPU devices (no-op for count <= 1 or
-    when XLA_FLAGS already sets a device count). The training loop then runs data parallel over
-    them with synchronised BatchNorm (the same computation as one device with the whole batch),
-    which keeps more of the cores busy (measured on a 2-core VM: +11% pre-training images/s
-    with 2 devices than with one). Accelerators stay JAX's default."""
-    flag = "--xla_force_host_platform_device_count"
-    if count > 1 and flag not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={count}".strip()
