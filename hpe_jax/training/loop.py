@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -28,14 +27,9 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from flax import jax_utils
 
 from hpe_jax.data import pipeline
-from hpe_jax.objectives.pseudo_labels import (
-    TEMPLATES,
-    bone_ratios,
-    normalized_template,
-    template_from_bone_ratios,
-)
+from hpe_jax.objectives.pseudo_labels import normalized_template
 from hpe_jax.runtime import trace_cache
-from hpe_jax.training import checkpoint, config_checks, optim, steps
+from hpe_jax.training import checkpoint, config_checks, optim, steps, switch
 from hpe_jax.training.factory import build_model, initial_state
 from hpe_jax.training.phases import phase_augment, phase_loss
 from hpe_jax.training.state import TrainState, check_teacher
@@ -119,28 +113,6 @@ def _optimizer(lr: float, boundaries: tuple[int, ...], factor: float, warmup_ste
                                    finetune_final_factor)
     schedule = optim.joined_schedule(pre, switch_step, post)
     return optim.make_optimizer(schedule, b1, b2, clip_norm), schedule
-
-
-def _iterators(config: ml_collections.ConfigDict, phase: str, start_step: int):
-    """The input iterators of a phase, positioned at `start_step` within that phase."""
-    data = config.data
-    augment = phase_augment(config, phase)
-    common = dict(data_dir=data.data_dir or None, input_size=data.input_size,
-                  output_size=data.output_size, start_step=start_step, augment=augment)
-    labelled = dict(common, with_depth=True, depth_cube_mm=data.depth_cube_mm)
-    # The labelled source always carries depth and mask (the method's premise): they are the
-    # mask / depth-map targets of M even when the depth branch is switched off (Table 4, row 1).
-    if phase == "pretrain":
-        return pipeline.labelled_dataset(
-            data.source, data.source_split, global_batch_size=config.pretrain.batch_size,
-            train=True, seed=config.seed, **labelled)
-    source = pipeline.labelled_dataset(
-        data.source, data.source_split, global_batch_size=config.finetune.batch_size,
-        train=True, seed=config.seed + 1, **labelled)
-    target = pipeline.unlabelled_dataset(
-        data.target, data.target_split, global_batch_size=config.finetune.unlabelled_batch_size,
-        train=True, seed=config.seed + 2, **common)
-    return ({"source": s, "target": t} for s, t in zip(source, target, strict=True))
 
 
 def _check_finite(metrics: dict, step: int) -> None:
@@ -253,119 +225,121 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     Writes checkpoints, metrics and the run's files into `workdir`; evaluating a checkpoint is
     separate (`evaluation.run.evaluate_checkpoint`, tools/evaluate.py).
     """
-    ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before anything compiles
-    steps.check_options(config)
-    phase_augment(config, "pretrain")  # refuses a bad data.source_occlusion_phases now
-    phase_loss(config, "pretrain")  # and a bad loss.label_huber_phases
-    config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
-    config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
-    plan = make_plan(config)
-    tx, schedule = make_optimizer(config, plan)  # refuses a bad pretrain / finetune.decay
-    model = build_model(config.model, "batch")
-    manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
-    state = initial_state(config, model, tx)
-    resumed = checkpoint.restore_latest(manager, state, pretrain_steps=plan.pretrain_steps,
-                                        ema_teacher=ema_teacher)
-    if resumed is not None:
-        state = resumed
-        logging.info("Resumed from step %d in %s", int(state.step), workdir)
-    start = int(state.step)
-    is_main = jax.process_index() == 0
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-    if start == 0 and is_main:
-        # The parameter table (150+ lines) goes to a file, not the console.
-        with open(os.path.join(workdir, "parameters.txt"), "w") as f:
-            f.write(parameter_overview.get_parameter_overview(state.params) + "\n")
-        writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
-    logging.info("Plan: %d pre-training + %d fine-tuning steps", plan.pretrain_steps,
-                 plan.finetune_steps)
-    report = periodic_actions.ReportProgress(num_train_steps=plan.total_steps, writer=writer)
-
-    p_pretrain = _traced_once(steps.bind_pretrain(model, config), config, plan, "pretrain")
-
+    run = _Run(config, workdir)
+    plan, rstate, step = run.plan, run.rstate, run.start
+    p_pretrain = _traced_once(steps.bind_pretrain(run.model, config), config, plan, "pretrain")
     # rho's bone lengths; a pre-training-only run needs none (and reads no dataset for them).
-    template = rho_template(config, workdir) if plan.finetune_steps else normalized_template()
-
-    p_finetune = _traced_once(steps.bind_finetune(model, config, template), config, plan,
+    template = switch.rho_template(config, workdir) if plan.finetune_steps \
+        else normalized_template()
+    p_finetune = _traced_once(steps.bind_finetune(run.model, config, template), config, plan,
                               "finetune", template=template)
-    rstate = steps.replicate(state)
     base_rng = jax.random.PRNGKey(config.seed + 17)
-    n_local = jax.local_device_count()
-    phase, batches = None, None
-    step = start
-    last_metrics: list[dict] = []
-    progress = _Progress(plan)
-    # At least five progress lines in a short run (a few hundred photos: a few dozen steps).
-    log_every = max(1, min(int(config.log_every_steps), plan.total_steps // 5))
-    first_of_phase = False
-    with metric_writers.ensure_flushes(writer), _Preemption() as preemption:
+    phase, batches, first_of_phase = None, None, False
+    with metric_writers.ensure_flushes(run.writer), _Preemption() as preemption:
         while step < plan.total_steps:
             want = "pretrain" if step < plan.pretrain_steps else "finetune"
             if want != phase:
-                if want == "finetune" and state_has_no_teacher(rstate):
-                    if plan.pretrain_steps > 0:
-                        checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
-                    if ema_teacher:  # no stale copy for "online": the student is the model
-                        rstate = rstate.with_teacher()
-                    # After the switch checkpoint was saved, so a run resumed from it resets
-                    # the same way; only at the switch itself (an online run resumed later
-                    # also passes here, and must keep its fine-tuning moments).
-                    if config.finetune.get("reset_optimizer", False) \
-                            and step == plan.pretrain_steps:
-                        rstate = rstate.replace(
-                            opt_state=jax.pmap(optim.reset_adam_moments)(rstate.opt_state))
-                    if config.finetune.get("adabn_batches", 0) > 0 \
-                            and step == plan.pretrain_steps:
-                        rstate = adapt_batch_stats(config, model, rstate)
-                    logging.info("Step %d: switching to fine-tuning", step)
+                if want == "finetune":
+                    rstate = switch.enter_finetuning(config, run.model, rstate, run.manager,
+                                                     plan.pretrain_steps, step, run.ema_teacher)
+                    epsilon = switch.finetune_epsilon(config, run.model, rstate, workdir)
+                    if epsilon is not None:
+                        p_finetune = _traced_once(
+                            steps.bind_finetune(run.model, config, template, epsilon=epsilon),
+                            config, plan, "finetune", template=template, epsilon=epsilon)
                 phase_start = step if want == "pretrain" else step - plan.pretrain_steps
-                if want == "finetune" and config.loss.get("epsilon_quantile", 0.0) > 0:
-                    epsilon = calibrated_epsilon(config, model, rstate, workdir)
-                    p_finetune = _traced_once(
-                        steps.bind_finetune(model, config, template, epsilon=epsilon), config,
-                        plan, "finetune", template=template, epsilon=epsilon)
-                phase, batches = want, _iterators(config, want, phase_start)
-                progress.before_first_step(phase, step)
+                phase, batches = want, switch.iterators(config, want, phase_start)
+                run.progress.before_first_step(phase, step)
                 first_of_phase = True
-            batch = next(batches)
-            rngs = jax.random.split(jax.random.fold_in(base_rng, step), n_local)
+            rngs = jax.random.split(jax.random.fold_in(base_rng, step), jax.local_device_count())
             fn = p_pretrain if phase == "pretrain" else p_finetune
             t0 = time.time()
-            new_state, metrics = fn(rstate, batch, rngs)
-            last_metrics.append(metrics)
+            new_state, metrics = fn(rstate, next(batches), rngs)
             step += 1
             if first_of_phase:
-                progress.after_first_step(step, lambda s=new_state: jax.block_until_ready(s.step))
+                run.progress.after_first_step(step, lambda s=new_state: jax.block_until_ready(
+                    s.step))
                 first_of_phase = False
-            report(step, t0)
-            stop_now = step == config.stop_after_steps
-            save_now = (step % config.checkpoint_every_steps == 0 or step == plan.total_steps
-                        or stop_now)
-            if step % log_every == 0 or save_now or preemption.requested:
-                host = [jax.tree_util.tree_map(lambda x: np.asarray(x[0]), m)
-                        for m in jax.device_get(last_metrics)]
-                for i, m in enumerate(host):
-                    _check_finite(m, step - len(host) + i + 1)
-                last_metrics = []
-                summary = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
-                summary["lr"] = float(schedule(step - 1))
-                summary["phase"] = 0.0 if phase == "pretrain" else 1.0
-                writer.write_scalars(step, summary)
-                if is_main:
-                    progress.log(step, summary)
+            stop = run.after_step(step, t0, metrics, phase, preemption.requested)
             rstate = new_state
-            if save_now or preemption.requested:
-                checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
+            if stop or run.save_due(step):
+                checkpoint.save(run.manager, jax_utils.unreplicate(rstate), wait=True)
             if preemption.requested:
                 logging.warning("Stopped at step %d after SIGTERM; checkpoint saved.", step)
-                manager.wait_until_finished()
-                # Callers (demo, ablation) must not go on to their next stage.
-                raise Preempted(step)
-            if stop_now:
+                run.manager.wait_until_finished()
+                raise Preempted(step)  # callers (demo, ablation) must not go on
+            if stop:
                 logging.info("Stopped at step %d (config.stop_after_steps).", step)
                 break
-    manager.wait_until_finished()
+    run.manager.wait_until_finished()
     return jax_utils.unreplicate(rstate)
+
+
+class _Run:
+    """What `train` keeps across steps besides the state: the checked config and its plan, the
+    model, the checkpoint manager, the metric writer and the console's progress; start-up
+    (resume or initialise) and each step's bookkeeping (log intervals, saves, stops)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config = config
+        self.ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before compiling
+        steps.check_options(config)
+        phase_augment(config, "pretrain")  # refuses a bad data.source_occlusion_phases now
+        phase_loss(config, "pretrain")  # and a bad loss.label_huber_phases
+        config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
+        config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
+        self.plan = plan = make_plan(config)
+        tx, self.schedule = make_optimizer(config, plan)  # refuses a bad pretrain / finetune.decay
+        self.model = build_model(config.model, "batch")
+        self.manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
+        state = initial_state(config, self.model, tx)
+        resumed = checkpoint.restore_latest(self.manager, state,
+                                            pretrain_steps=plan.pretrain_steps,
+                                            ema_teacher=self.ema_teacher)
+        if resumed is not None:
+            state = resumed
+            logging.info("Resumed from step %d in %s", int(state.step), workdir)
+        self.start = int(state.step)
+        self.is_main = jax.process_index() == 0
+        self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main)
+        if self.start == 0 and self.is_main:
+            # The parameter table (150+ lines) goes to a file, not the console.
+            with open(os.path.join(workdir, "parameters.txt"), "w") as f:
+                f.write(parameter_overview.get_parameter_overview(state.params) + "\n")
+            self.writer.write_hparams({k: str(v) for k, v in config.to_dict().items()})
+        logging.info("Plan: %d pre-training + %d fine-tuning steps", plan.pretrain_steps,
+                     plan.finetune_steps)
+        self.report = periodic_actions.ReportProgress(num_train_steps=plan.total_steps,
+                                                      writer=self.writer)
+        self.rstate = steps.replicate(state)
+        self.progress = _Progress(plan)
+        # At least five progress lines in a short run (a few hundred photos: a few dozen steps).
+        self.log_every = max(1, min(int(config.log_every_steps), plan.total_steps // 5))
+        self.pending: list[dict] = []
+
+    def save_due(self, step: int) -> bool:
+        return step % self.config.checkpoint_every_steps == 0 or step == self.plan.total_steps
+
+    def after_step(self, step: int, t0: float, metrics: dict, phase: str,
+                   preempted: bool) -> bool:
+        """Logs the interval's metrics when one ends (or before a save or a stop); returns
+        whether training stops after this step (SIGTERM, config.stop_after_steps)."""
+        self.pending.append(metrics)
+        self.report(step, t0)
+        stop = preempted or step == self.config.stop_after_steps
+        if step % self.log_every == 0 or self.save_due(step) or stop:
+            host = [jax.tree_util.tree_map(lambda x: np.asarray(x[0]), m)
+                    for m in jax.device_get(self.pending)]
+            for i, m in enumerate(host):
+                _check_finite(m, step - len(host) + i + 1)
+            self.pending = []
+            summary = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+            summary["lr"] = float(self.schedule(step - 1))
+            summary["phase"] = 0.0 if phase == "pretrain" else 1.0
+            self.writer.write_scalars(step, summary)
+            if self.is_main:
+                self.progress.log(step, summary)
+        return stop
 
 
 # Config fields the train steps never read (logging, checkpointing, stopping, evaluation): a
@@ -389,112 +363,3 @@ def _traced_once(step: Callable, config: ml_collections.ConfigDict, plan: Plan, 
     return trace_cache.cached(step, fingerprint)
 
 
-def adapt_batch_stats(config: ml_collections.ConfigDict, model, rstate: TrainState
-                      ) -> TrainState:
-    """AdaBN at the switch: the student's and the teacher's BatchNorm running statistics
-    replaced by the mean over `finetune.adabn_batches` target batches (weak views) of the two
-    fine-tuning passes' batch statistics (`steps.target_batch_stats`).
-
-    Pre-trained statistics are those of source images; on the target they mis-normalise every
-    layer, so the first teachers' pseudo-labels (and epsilon, calibrated right after) come from
-    a model the target's own statistics would already improve. Runs once, after the switch
-    checkpoint is written, so a run resumed from that checkpoint adapts identically.
-    """
-    fn = steps.bind_target_batch_stats(model, config)
-    variables = rstate.variables
-    batches = _iterators(config, "finetune", 0)
-    n = int(config.finetune.adabn_batches)
-    total = None
-    for _ in range(n):
-        stats = fn(variables, next(batches)["target"]["image_weak"])
-        total = stats if total is None else jax.tree_util.tree_map(jnp.add, total, stats)
-    mean = jax.tree_util.tree_map(lambda x: x / n, total)
-    logging.info("AdaBN: BatchNorm statistics from %d target batches", n)
-    out = rstate.replace(batch_stats=mean)
-    if rstate.teacher_params is not None:
-        out = out.replace(teacher_batch_stats=jax.tree_util.tree_map(jnp.copy, mean))
-    return out
-
-
-EPSILON_FILE = "epsilon.json"
-
-
-def calibrated_epsilon(config: ml_collections.ConfigDict, model, rstate: TrainState,
-                       workdir: str) -> float:
-    """epsilon for the pseudo-label test C(r) <= epsilon, calibrated once at the switch.
-
-    The papers' epsilon = 1.5 is in units of their loss on their data and model; how spread the
-    four poses of a pseudo-label are depends on how well the pre-trained model already does on
-    the target. So, with `loss.epsilon_quantile = q > 0`, the pseudo-label confidences C of the
-    model at the switch (the first teacher) are measured on `loss.epsilon_calibration_batches`
-    batches of the target's training stream, and epsilon is their q-quantile: about a share q
-    of the target images pass at the start, and more as the teacher improves. The value is
-    written to workdir/epsilon.json (with the quantiles of C) and read back on resume, so a
-    resumed run uses the same epsilon.
-    """
-    path = os.path.join(workdir, EPSILON_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            return float(json.load(f)["epsilon"])
-    q = float(config.loss.epsilon_quantile)
-    if not 0.0 < q <= 1.0:
-        raise ValueError(f"loss.epsilon_quantile={q} must be in (0, 1] (0 = use loss.epsilon)")
-    fn = steps.bind_teacher_confidence(model, config, rho_template(config, workdir))
-    variables = rstate.teacher_variables if rstate.teacher_params is not None \
-        else rstate.variables
-    batches = _iterators(config, "finetune", 0)
-    values = []
-    for _ in range(int(config.loss.get("epsilon_calibration_batches", 20))):
-        tgt = next(batches)["target"]
-        values.append(np.asarray(fn(variables, tgt["image_weak"], tgt["K_weak"])).ravel())
-    c = np.concatenate(values)
-    c = c[np.isfinite(c)]
-    if c.size == 0:
-        raise RuntimeError("epsilon calibration: every pseudo-label confidence was non-finite")
-    epsilon = float(np.quantile(c, q))
-    logging.info("epsilon calibrated: %.3f (quantile %.2f of C over %d target images)",
-                 epsilon, q, c.size)
-    if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump({"epsilon": epsilon, "quantile": q, "num_images": int(c.size),
-                       "confidence_quantiles": {f"{p:.2f}": float(np.quantile(c, p))
-                                                for p in (0.1, 0.25, 0.5, 0.75, 0.9)}}, f,
-                      indent=1)
-    return epsilon
-
-
-TEMPLATE_FILE = "template.json"
-
-
-def rho_template(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
-    """The (21, 3) unit-reference-bone hand whose bone lengths rho corrects pseudo-labels to.
-
-    `loss.template`: "sampler" (default) is the synthetic sampler's hand, the source of the
-    shipped configs; "source_mean" (the paper's reading: the source data's hand) averages every
-    bone over the source training split, in units of each pose's reference bone. It is measured
-    once and written to workdir/template.json, which later runs (resume) read back.
-    """
-    name = config.loss.get("template", "sampler")
-    if name not in TEMPLATES:
-        raise ValueError(f"unknown config.loss.template {name!r}; use one of "
-                         f"{', '.join(repr(t) for t in TEMPLATES)}")
-    if name == "sampler":
-        return normalized_template()
-    path = os.path.join(workdir, TEMPLATE_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            return template_from_bone_ratios(np.asarray(json.load(f)["bone_ratios"]))
-    data = config.data
-    kp = pipeline.all_keypoints_3d(data.source, data.source_split, data.data_dir or None)
-    ratios = bone_ratios(kp)
-    logging.info("rho template: mean bone lengths of %s/%s (%d poses)", data.source,
-                 data.source_split, len(kp))
-    if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump({"template": name, "source": data.source, "split": data.source_split,
-                       "num_poses": len(kp), "bone_ratios": ratios.tolist()}, f, indent=1)
-    return template_from_bone_ratios(ratios)
-
-
-def state_has_no_teacher(state: TrainState) -> bool:
-    return state.teacher_params is None

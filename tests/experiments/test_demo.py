@@ -9,7 +9,7 @@ import pytest
 from helpers import TRAINING_GROUP, tiny_run_config
 
 from hpe_jax.experiments import demo
-from hpe_jax.training import loop
+from hpe_jax.training import loop, switch
 
 
 @pytest.mark.xdist_group(TRAINING_GROUP)
@@ -33,7 +33,7 @@ def test_experiment_reports_three_predictors_on_both_splits_and_resumes(tiny_dat
     assert saved["pseudo_labels"]["step"] == [5, 6, 7, 8]
     assert all(0.0 <= k <= 1.0 for k in saved["pseudo_labels"]["kept"])
     # epsilon was calibrated at the switch (quantile 0.5 of the first teacher's C) and saved.
-    with open(os.path.join(workdir, "train", loop.EPSILON_FILE)) as f:
+    with open(os.path.join(workdir, "train", switch.EPSILON_FILE)) as f:
         eps = json.load(f)
     assert eps["quantile"] == 0.5 and np.isfinite(eps["epsilon"])
     assert eps["confidence_quantiles"]["0.25"] <= eps["epsilon"]

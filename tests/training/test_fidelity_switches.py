@@ -16,7 +16,7 @@ from hpe_jax.objectives import losses
 from hpe_jax.objectives.contrastive import nt_xent
 from hpe_jax.objectives.losses import LossConfig
 from hpe_jax.objectives.pseudo_labels import normalized_template
-from hpe_jax.training import factory, loop, optim, steps
+from hpe_jax.training import factory, loop, optim, steps, switch
 
 
 def _prediction(rng, n=2, size=8):
@@ -120,8 +120,6 @@ def test_finetune_reset_optimizer_restarts_adam_at_the_switch_and_survives_resum
     """finetune.reset_optimizer=True: Adam's count (and moments) restart at the switch, so after
     4 + 4 steps Adam has counted only the 4 fine-tuning steps; a run stopped exactly at the
     switch and resumed from its checkpoint ends bitwise identical."""
-    from hpe_jax.training import loop
-
     config = tiny_config(tiny_data_dir)
     config.finetune.reset_optimizer = True
     straight = loop.train(config, str(tmp_path / "straight"))
@@ -160,11 +158,10 @@ def test_loss_template_settings(name, tiny_data_dir, tmp_path, monkeypatch):
     from hpe_jax.data import pipeline
     from hpe_jax.hand.skeleton import BONES
     from hpe_jax.objectives.pseudo_labels import bone_ratios
-    from hpe_jax.training import loop
 
     config = tiny_config(tiny_data_dir)
     config.loss.template = name
-    t = loop.rho_template(config, str(tmp_path))
+    t = switch.rho_template(config, str(tmp_path))
     assert t.shape == (21, 3) and np.all(np.isfinite(t))
     if name == "sampler":
         np.testing.assert_array_equal(t, normalized_template())
@@ -175,10 +172,10 @@ def test_loss_template_settings(name, tiny_data_dir, tmp_path, monkeypatch):
     np.testing.assert_allclose(lengths, bone_ratios(kp), rtol=1e-5)
     # Cached in the workdir: a resumed run reads it back without the dataset.
     monkeypatch.setattr(pipeline, "all_keypoints_3d", lambda *a: pytest.fail("re-measured"))
-    np.testing.assert_array_equal(loop.rho_template(config, str(tmp_path)), t)
+    np.testing.assert_array_equal(switch.rho_template(config, str(tmp_path)), t)
     config.loss.template = "mean"
     with pytest.raises(ValueError, match=r"'sampler', 'source_mean'"):
-        loop.rho_template(config, str(tmp_path))
+        switch.rho_template(config, str(tmp_path))
 
 
 def test_fused_projection_rgb_and_own_head():
@@ -253,9 +250,9 @@ def test_adabn_batches_set_the_target_batch_statistics_at_the_switch(tiny_data_d
     state = factory.initial_state(
         config, model, optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1)))
     state = state.with_teacher()
-    out = jax_utils.unreplicate(loop.adapt_batch_stats(config, model, steps.replicate(state)))
+    out = jax_utils.unreplicate(switch.adapt_batch_stats(config, model, steps.replicate(state)))
     plain = factory.build_model(config.model, None).clone(bn_momentum=0.0)
-    batches = loop._iterators(config, "finetune", 0)
+    batches = switch.iterators(config, "finetune", 0)
     seen = []
     for _ in range(2):
         image = next(batches)["target"]["image_weak"][0]  # the one device's rows

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from helpers import TRAINING_GROUP, tiny_config, tiny_run_config
 
-from hpe_jax.training import checkpoint, loop
+from hpe_jax.training import checkpoint, loop, switch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -103,13 +103,13 @@ def test_non_finite_loss_stops_with_step_and_term(tiny_data_dir, tmp_path, monke
     # A NaN image in the second batch (not a diverging lr, which would be another optimizer and
     # so another compiled step): the group's compiled pre-training step is reused.
     config = tiny_run_config(tiny_data_dir)
-    real = loop._iterators
+    real = switch.iterators
 
     def poisoned(config, phase, start_step):
         for i, batch in enumerate(real(config, phase, start_step)):
             yield dict(batch, image=np.full_like(batch["image"], np.nan)) if i == 1 else batch
 
-    monkeypatch.setattr(loop, "_iterators", poisoned)
+    monkeypatch.setattr(switch, "iterators", poisoned)
     with pytest.raises(loop.NonFiniteLossError, match=r"non-finite value at step 2 in .*L"):
         loop.train(config, str(tmp_path))
     # Nothing of the bad step was saved: the run holds no checkpoint beyond step 1.
