@@ -327,7 +327,9 @@ class _Run:
         self.pending.append(metrics)
         self.report(step, t0)
         stop = preempted or step == self.config.stop_after_steps
-        if step % self.log_every == 0 or self.save_due(step) or stop:
+        # An interval never spans the switch: the phases' metrics have different keys.
+        if step % self.log_every == 0 or self.save_due(step) or stop \
+                or step == self.plan.pretrain_steps:
             host = [jax.tree_util.tree_map(lambda x: np.asarray(x[0]), m)
                     for m in jax.device_get(self.pending)]
             for i, m in enumerate(host):

@@ -116,6 +116,22 @@ def test_non_finite_loss_stops_with_step_and_term(tiny_data_dir, tmp_path, monke
     assert checkpoint.make_manager(str(tmp_path), keep=3).latest_step() in (None, 1)
 
 
+@pytest.mark.xdist_group(TRAINING_GROUP)
+def test_a_short_run_logs_five_intervals_none_across_the_switch(tiny_data_dir, tmp_path,
+                                                                caplog):
+    """16 steps with log_every_steps 5: intervals of 3 (at least five lines), and the interval
+    that would span the switch at step 8 ends there (the phases' metrics differ)."""
+    config = tiny_run_config(tiny_data_dir)
+    config.pretrain.epochs = 2
+    config.finetune.epochs = 2
+    config.log_every_steps = 5
+    with caplog.at_level("INFO"):
+        loop.train(config, str(tmp_path))
+    lines = [r.getMessage() for r in caplog.records if "/16 " in r.getMessage()]
+    assert [x.split()[1] for x in lines] == ["3/16", "6/16", "8/16", "9/16", "12/16",
+                                            "15/16", "16/16"]
+
+
 @pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly(tiny_data_dir, tmp_path):
     workdir = str(tmp_path / "run")
