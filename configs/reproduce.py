@@ -21,13 +21,11 @@ from configs import default
 def get_config() -> ml_collections.ConfigDict:
     c = default.get_config()
     c.data.input_size = 64
-    c.data.output_size = 16
     c.model.resnet_depth = 18
     c.model.width = 0.25
     c.model.deconv_features = 64
     c.model.proj_hidden = 128
     c.model.proj_dim = 64
-    c.loss.uv_scale = 64 / 16               # uv in 64-px-heatmap units: the paper's balance
     # Hand rolls up to +-30 degrees (the renderer already varies the global orientation);
     # measured against the default +-180: docs/method_choices.md.
     c.data.augment.rotation_deg = 30.0

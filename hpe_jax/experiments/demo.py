@@ -240,8 +240,9 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
 
     export_dir: where to write the pre-trained network for the demo (`export_pretrained`).
     """
-    from hpe_jax.training import loop  # noqa: PLC0415
+    from hpe_jax.training import config_checks, loop  # noqa: PLC0415
 
+    config_checks.resolve(config)  # the derived sizes (output_size, uv_scale), once, here
     os.makedirs(workdir, exist_ok=True)
     train_dir = os.path.join(workdir, "train")
     # Finished stages are reused while these stay the same (other edits, e.g. a fine-tuning

@@ -28,11 +28,8 @@ PSEUDO_ON = ("both", "rgb")
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """What the losses read from `config.loss` (see configs/default.py for each field's meaning).
-
-    Defaults are those of configs written before a field existed; `lambda_*`, `uv_scale`,
-    the switches and the contrastive settings have none, since every config sets them.
-    """
+    """What the losses read from `config.loss` (configs/default.py gives each field's meaning
+    and its one default; every config starts from it, so every field is always there)."""
 
     lambda_z: float
     lambda_m: float
@@ -51,15 +48,15 @@ class LossConfig:
     use_distill: bool
     distill_stop_gradient: bool
     epsilon: float
-    contrast_reduction: str = "mean"
-    use_visibility: bool = False
-    heatmap_weight: float = 0.0
-    heatmap_sigma: float = 1.0
-    heatmap_pseudo_weight: float = 0.0
-    pseudo_on: str = "both"
-    supervise_positives: bool = False
-    label_huber_delta: float = 0.0
-    target_huber_delta: float = 0.0
+    contrast_reduction: str
+    use_visibility: bool
+    heatmap_weight: float
+    heatmap_sigma: float
+    heatmap_pseudo_weight: float
+    pseudo_on: str
+    supervise_positives: bool
+    label_huber_delta: float
+    target_huber_delta: float
 
     def __post_init__(self):
         if self.contrast_mode not in CONTRAST_MODES:
@@ -75,12 +72,11 @@ class LossConfig:
         if isinstance(loss, LossConfig):
             return loss
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        missing = [n for n, f in fields.items()
-                   if f.default is dataclasses.MISSING and n not in loss]
+        missing = [n for n in fields if n not in loss]
         if missing:
             raise ValueError(f"config.loss lacks {', '.join(missing)}; start from "
                              "configs/default.py's loss block")
-        values = {n: loss[n] for n in fields if n in loss}
+        values = {n: loss[n] for n in fields}
         casts = {"float": float, "bool": bool, "str": str}
         return cls(**{n: casts[fields[n].type](v) for n, v in values.items()})
 

@@ -228,9 +228,8 @@ def load_training_checkpoint(
 
 
 def _teacher_mode(config: Any) -> str:
-    """config.finetune.teacher, validated; "ema" for configs without the field."""
-    finetune = config.get("finetune") if hasattr(config, "get") else None
-    return check_teacher(finetune.get("teacher", "ema") if finetune is not None else "ema")
+    """config.finetune.teacher, validated."""
+    return check_teacher(config.finetune.teacher)
 
 
 def _resolve(workdir: str, checkpoint: str | int | None) -> tuple[str, int | None]:

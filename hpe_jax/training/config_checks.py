@@ -57,20 +57,20 @@ def resolve(config: Any) -> Any:
     `loss.uv_scale` disagrees with what the model and `data.input_size` give.
     """
     data, model = config.data, config.model
-    want = derived_output_size(int(data.input_size), bool(model.get("stem_pool", True)),
-                               int(model.get("num_deconv", 3)))
-    got = int(data.get("output_size", 0) or 0)
+    want = derived_output_size(int(data.input_size), bool(model.stem_pool),
+                               int(model.num_deconv))
+    got = int(data.output_size or 0)
     if got and got != want:
         raise ValueError(
             f"data.output_size={got} but data.input_size={data.input_size} with "
-            f"model.stem_pool={model.get('stem_pool', True)} and "
-            f"model.num_deconv={model.get('num_deconv', 3)} gives {want}; set "
+            f"model.stem_pool={model.stem_pool} and "
+            f"model.num_deconv={model.num_deconv} gives {want}; set "
             f"data.output_size={want} or 0 (derived)")
     data.output_size = want
     loss = config.get("loss")
     if loss is not None:  # evaluation/export configs may carry no loss section
         scale = derived_uv_scale(want)
-        given = float(loss.get("uv_scale", 0.0) or 0.0)
+        given = float(loss.uv_scale or 0.0)
         if given and not math.isclose(given, scale, rel_tol=1e-6):
             raise ValueError(
                 f"loss.uv_scale={given:g} but data.output_size={want} gives "
@@ -83,7 +83,7 @@ def resolve(config: Any) -> Any:
 def check_init(config: Any) -> None:
     """Refuses `model.init_from="imagenet"` (the paper configs' placeholder) with the way to get
     the weights; "scratch" and a path pass (a path is read later, by the factory)."""
-    init = str(config.model.get("init_from", "") or "")
+    init = str(config.model.init_from or "")
     if init.lower() == IMAGENET:
         depth = int(config.model.resnet_depth)
         pth = f"resnet{depth}.pth"
@@ -100,12 +100,13 @@ def check_init(config: Any) -> None:
 
 def init_path(config: Any) -> str:
     """The weights file `model.init_from` names, "" for none ("" or "scratch")."""
-    init = str(config.model.get("init_from", "") or "")
+    init = str(config.model.init_from or "")
     return "" if init.lower() == SCRATCH else init
 
 
 #: Config fields an export (and any evaluation) reads.
 CONFIG_FIELDS = ("model.resnet_depth", "model.width", "model.deconv_features", "model.dtype",
+                 "model.stem_pool", "model.num_deconv",
                  "data.input_size", "data.output_size")
 
 

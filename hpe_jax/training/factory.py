@@ -28,13 +28,13 @@ def build_model(model_cfg: ml_collections.ConfigDict, axis_name: str | None) -> 
         proj_hidden=model_cfg.proj_hidden,
         proj_dim=model_cfg.proj_dim,
         attention_eps=model_cfg.attention_eps,
-        beta_init=model_cfg.get("beta_init", 1.0),  # configs exported before the field: 1.0
+        beta_init=model_cfg.beta_init,
         bn_axis_name=axis_name if model_cfg.bn_cross_device else None,
-        deconv_impl=model_cfg.get("deconv_impl", "auto"),
-        stem_pool=model_cfg.get("stem_pool", True),  # configs exported before the fields
-        num_deconv=model_cfg.get("num_deconv", 3),
-        scan_blocks=model_cfg.get("scan_blocks", False),  # configs before the field: unrolled
-        fused_projection=model_cfg.get("fused_projection", "rgb"),
+        deconv_impl=model_cfg.deconv_impl,
+        stem_pool=model_cfg.stem_pool,
+        num_deconv=model_cfg.num_deconv,
+        scan_blocks=model_cfg.scan_blocks,
+        fused_projection=model_cfg.fused_projection,
         dtype=jnp.dtype(model_cfg.dtype),
     )
 
@@ -66,7 +66,7 @@ def initial_state(
 ) -> TrainState:
     """Initialises every path of the model (or loads converted encoders) and the optimizer."""
     config_checks.check_init(config)
-    if config.model.get("init_variables"):
+    if config.model.init_variables:
         # Every leaf comes from the file: only the shapes of a fresh init are needed, so the
         # init is not compiled (10-13 s on a 2-core CPU), and a file of another network is
         # refused at once.

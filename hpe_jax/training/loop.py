@@ -91,11 +91,11 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
         float(config.pretrain.lr),
         tuple(e * plan.pretrain_steps_per_epoch for e in config.pretrain.decay_epochs),
         float(config.pretrain.decay_factor), int(config.pretrain.warmup_steps),
-        str(config.pretrain.get("decay", "step")), plan.pretrain_steps,
-        float(config.pretrain.get("final_lr_factor", 0.0)),
+        str(config.pretrain.decay), plan.pretrain_steps,
+        float(config.pretrain.final_lr_factor),
         plan.pretrain_steps if plan.finetune_steps else None, float(config.finetune.lr),
-        str(config.finetune.get("decay", "constant")), plan.finetune_steps,
-        float(config.finetune.get("final_lr_factor", 0.0)),
+        str(config.finetune.decay), plan.finetune_steps,
+        float(config.finetune.final_lr_factor),
         float(config.optim.b1), float(config.optim.b2), float(config.optim.clip_norm))
 
 

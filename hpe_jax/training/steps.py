@@ -119,7 +119,7 @@ def bind_pretrain(model: nn.Module, config: ml_collections.ConfigDict) -> Callab
     """`pretrain_step` for `config`, pmapped over the 'batch' axis: `(state, batch, rng)` with
     a leading device axis on each, donating the old state."""
     return _pmapped(pretrain_step, model, phase_loss(config, "pretrain"),
-                    fused_depth=config.pretrain.get("fused_depth", "measured"))
+                    fused_depth=config.pretrain.fused_depth)
 
 
 def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template: Any,
@@ -133,8 +133,8 @@ def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template:
     ft = config.finetune
     return _pmapped(finetune_step, model, loss, template=_hashable(template),
                     teacher=ft.teacher, ema_decay=float(ft.ema_decay),
-                    bn_stats=ft.get("bn_stats", "shared"),
-                    source_view=ft.get("source_view", "plain"),
+                    bn_stats=ft.bn_stats,
+                    source_view=ft.source_view,
                     fused_depth=config.pretrain.fused_depth)
 
 
@@ -191,10 +191,10 @@ def check_options(config: ml_collections.ConfigDict) -> None:
     """Refuses an unknown name in the steps' string switches at start-up, before pre-training
     runs (the steps themselves check them only when they are traced)."""
     for field, value, allowed in (
-            ("pretrain.fused_depth", config.pretrain.get("fused_depth", "measured"),
+            ("pretrain.fused_depth", config.pretrain.fused_depth,
              FUSED_DEPTH_MODES),
-            ("finetune.bn_stats", config.finetune.get("bn_stats", "shared"), BN_STATS_MODES),
-            ("finetune.source_view", config.finetune.get("source_view", "plain"), SOURCE_VIEWS)):
+            ("finetune.bn_stats", config.finetune.bn_stats, BN_STATS_MODES),
+            ("finetune.source_view", config.finetune.source_view, SOURCE_VIEWS)):
         if value not in allowed:
             raise ValueError(f"{field}={value!r} is not one of {allowed}.")
 
