@@ -8,7 +8,9 @@ r"""Re-runs the paper's ablation tables on the embedded benchmark (or any config
 Table 4: M(y_R) -> +M(y_D) -> +M(y_F) -> +L_c -> +L_l -> +L_d. Table 3: pre-training alternatives.
 Table 4ft: the fine-tuning rows (+L_l, +L_d, EMA vs online teacher, BatchNorm statistics, L_s
 alone) from one pre-trained run's switch checkpoint, e.g. the one `make reproduce` wrote.
-Writes <workdir>/table<N>.md and .json; finished rows are resumed, not re-trained.
+Each row runs once per --seeds (default 0,1) and is evaluated on the target's val and test
+splits. Writes <workdir>/table<N>.md and .json (mean and every seed's value); finished runs are
+resumed, not re-trained.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ _PRETRAINED = flags.DEFINE_string("pretrained", None,
                                   "Table 4ft: the pre-trained run's training workdir.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", min(2, os.cpu_count() or 1),
                                     "Split the CPU into this many JAX devices (tools.demo).")
-_ROWS = flags.DEFINE_list("rows", None, "Table 4ft: only these row indices (0-based), e.g. "
-                          "--rows=2,4 in one process and --rows=0,1,3 in another.")
+_ROWS = flags.DEFINE_list("rows", None, "Only these row indices (0-based), e.g. --rows=2,4 in "
+                          "one process and --rows=0,1,3 in another.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "config.seed of each run of a row (the mean "
+                           "and every seed's value are reported).")
 
 
 def main(argv: list[str]) -> None:
@@ -42,7 +46,8 @@ def main(argv: list[str]) -> None:
         config.data.data_dir = os.path.abspath(_DATA_DIR.value)
     os.makedirs(_WORKDIR.value, exist_ok=True)
     rows = tuple(int(r) for r in _ROWS.value) if _ROWS.value else None
-    run_table(config, _WORKDIR.value, _TABLE.value, _PRETRAINED.value, rows)
+    seeds = tuple(int(x) for x in _SEEDS.value)
+    run_table(config, _WORKDIR.value, _TABLE.value, _PRETRAINED.value, rows, seeds)
     print(open(os.path.join(_WORKDIR.value, f"table{_TABLE.value}.md")).read())
 
 

@@ -9,7 +9,9 @@ Table "4ft" (the fine-tuning rows only, from one shared pre-trained checkpoint, 
 `make reproduce` wrote): no adaptation, +L_l, +L_l +L_d (the method, EMA teacher), the same with
 the paper's online teacher, with BatchNorm statistics shared across the passes, and with L_l
 and L_d both off (the fine-tuning phase's other changes alone).
-Each row is evaluated on the target test split; the tables go to <workdir>/table{3,4,4ft}.md/.json.
+Each row runs once per seed and is evaluated on the target's val and test splits (val chooses,
+test reports); the tables, with the mean and every seed's value, go to
+<workdir>/table{3,4,4ft}.md/.json.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 from hpe_jax.data.prepare import prepare_datasets
@@ -72,75 +75,88 @@ def _slug(label: str) -> str:
 
 
 def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
-              pretrained: str | None = None, rows: tuple[int, ...] | None = None) -> list[dict]:
-    """Trains and evaluates every row of `table` ('3', '4' or '4ft'); writes the markdown table.
+              pretrained: str | None = None, rows: tuple[int, ...] | None = None,
+              seeds: tuple[int, ...] = (0,), splits: tuple[str, ...] = ("val", "test")
+              ) -> list[dict]:
+    """Trains and evaluates every row of `table` ('3', '4' or '4ft') once per seed; writes the
+    markdown table (mean and every seed's value, per split).
 
     pretrained: for '4ft', the training workdir whose switch checkpoint (step
     `pretrain_steps` of `config`) every row fine-tunes from.
-    rows: for '4ft', only these row indices (the others already in table4ft.json are kept), so
-      that rows can run in separate processes.
+    rows: only these row indices (the others already in table<N>.json are kept), so that rows
+      can run in separate processes.
+    seeds: `config.seed` of each run (the data order, augmentation and initialisation); one
+      run per row and seed in <row>/seed<k>. Finished runs resume to their end, untrained.
+    splits: the target splits every run is evaluated on (settings are chosen on val; test is
+      reported).
     """
-    from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
     from hpe_jax.training import loop  # noqa: PLC0415
 
-    if table == "4ft":
-        return _run_finetune_rows(config, workdir, pretrained, rows)
-    rows_spec = {"3": TABLE3, "4": TABLE4}[table]
-    prepare_datasets(config)
-    pretrain_steps = loop.make_plan(config).pretrain_steps
-    rows = []
-    for label, fields in rows_spec:
-        row_dir = os.path.join(workdir, f"table{table}", _slug(label))
-        row_config = _with_fields(config, fields)
-        if table == "4" and label in ("+L_l", "+L_d"):
-            _seed_from(os.path.join(workdir, "table4", _slug("+L_c")), row_dir, pretrain_steps)
-        logging.info("=== Table %s row %s ===", table, label)
-        loop.train(row_config, row_dir)
-        result = evaluate_checkpoint(row_config, row_dir, None, os.path.join(row_dir, "eval"))
-        rows.append({"row": label, "overrides": fields, "step": result.step,
-                     **{key: result.metrics[key] for key, _ in COLUMNS}})
-        _write(workdir, table, rows)
-    return rows
-
-
-def _run_finetune_rows(config: ml_collections.ConfigDict, workdir: str,
-                       pretrained: str | None, only: tuple[int, ...] | None) -> list[dict]:
-    from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
-    from hpe_jax.training import loop  # noqa: PLC0415
-
-    if not pretrained:
+    spec = {"3": TABLE3, "4": TABLE4, "4ft": TABLE4_FINETUNE}[table]
+    if table == "4ft" and not pretrained:
         raise ValueError("table 4ft fine-tunes a pre-trained run: pass its training workdir "
                          "(e.g. --pretrained=runs/reproduce/train)")
     prepare_datasets(config)
-    switch = loop.make_plan(config).pretrain_steps
-    rows = []
-    for index, (label, fields) in enumerate(TABLE4_FINETUNE):
-        if only is not None and index not in only:
+    pretrain_steps = loop.make_plan(config).pretrain_steps
+    done = []
+    for index, (label, fields) in enumerate(spec):
+        if rows is not None and index not in rows:
             continue
-        row_dir = os.path.join(workdir, "table4ft", _slug(label))
-        _seed_from(pretrained, row_dir, switch)
-        row_config = _with_fields(config, fields or {})
-        logging.info("=== Table 4 (fine-tuning) row %s ===", label)
-        if fields is not None:
-            loop.train(row_config, row_dir)
-        result = evaluate_checkpoint(row_config, row_dir, None if fields is not None else switch,
-                                     os.path.join(row_dir, "eval"))
-        rows.append({"row": label, "overrides": fields, "step": result.step,
-                     **{key: result.metrics[key] for key, _ in COLUMNS}})
-        _write(workdir, "4ft", _merged(workdir, rows))
-    return rows
+        runs = []
+        for seed in seeds:
+            row_dir = os.path.join(workdir, f"table{table}", _slug(label), f"seed{seed}")
+            row_config = _with_fields(config, dict(fields or {}, seed=seed))
+            if table == "4ft":
+                _seed_from(pretrained, row_dir, pretrain_steps)
+            elif table == "4" and label in ("+L_l", "+L_d"):
+                _seed_from(os.path.join(workdir, "table4", _slug("+L_c"), f"seed{seed}"),
+                           row_dir, pretrain_steps)
+            logging.info("=== Table %s row %s, seed %d ===", table, label, seed)
+            if fields is not None:
+                loop.train(row_config, row_dir)
+            step = None if fields is not None else pretrain_steps
+            runs.append(_evaluate_run(row_config, row_dir, step, splits))
+        done.append(_summarise(label, fields, seeds, runs))
+        _write(workdir, table, _merged(workdir, table, spec, done), splits)
+    return done
 
 
-def _merged(workdir: str, rows: list[dict]) -> list[dict]:
-    """table4ft.json's rows (another process may have written some) updated with `rows`, in
+def _evaluate_run(config: ml_collections.ConfigDict, row_dir: str, step: int | None,
+                  splits: tuple[str, ...]) -> dict:
+    """{split: {metric: value}} of one run's checkpoint `step` (None: the latest)."""
+    from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
+
+    out = {}
+    for split in splits:
+        r = evaluate_checkpoint(config, row_dir, step, os.path.join(row_dir, f"eval_{split}"),
+                                split=split, num_qualitative=0)
+        out[split] = {key: float(r.metrics[key]) for key, _ in COLUMNS}
+        out["step"] = r.step
+    return out
+
+
+def _summarise(label: str, fields: dict | None, seeds: tuple[int, ...], runs: list[dict]
+               ) -> dict:
+    """A table row: per split and metric the mean over seeds and each seed's value."""
+    row = {"row": label, "overrides": fields, "seeds": list(seeds),
+           "step": runs[0]["step"], "splits": {}}
+    for split in (k for k in runs[0] if k != "step"):
+        row["splits"][split] = {key: {"mean": float(np.mean([r[split][key] for r in runs])),
+                                      "values": [r[split][key] for r in runs]}
+                                for key, _ in COLUMNS}
+    return row
+
+
+def _merged(workdir: str, table: str, spec: tuple, rows: list[dict]) -> list[dict]:
+    """table<N>.json's rows (another process may have written some) updated with `rows`, in
     the table's order."""
-    path = os.path.join(workdir, "table4ft.json")
+    path = os.path.join(workdir, f"table{table}.json")
     known = {}
     if os.path.exists(path):
         with open(path) as f:
-            known = {r["row"]: r for r in json.load(f)}
+            known = {r["row"]: r for r in json.load(f) if "splits" in r}
     known.update({r["row"]: r for r in rows})
-    return [known[label] for label, _ in TABLE4_FINETUNE if label in known]
+    return [known[label] for label, _ in spec if label in known]
 
 
 def _seed_from(source_dir: str, row_dir: str, step: int) -> None:
@@ -154,14 +170,22 @@ def _seed_from(source_dir: str, row_dir: str, step: int) -> None:
         shutil.copytree(src, dst)
 
 
-def _write(workdir: str, table: str, rows: list[dict]) -> None:
+def _write(workdir: str, table: str, rows: list[dict], splits: tuple[str, ...]) -> None:
     with open(os.path.join(workdir, f"table{table}.json"), "w") as f:
         json.dump(rows, f, indent=2, default=float)
     title = "4, fine-tuning rows," if table == "4ft" else table
-    lines = [f"# Table {title} on the embedded benchmark (target test split)", "",
-             "| row | " + " | ".join(name for _, name in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
+    seeds = rows[0]["seeds"] if rows else []
+    lines = [f"# Table {title} on the embedded benchmark (target splits; mean over seeds "
+             f"{', '.join(map(str, seeds))}, each seed's value in brackets)", "",
+             "| row | " + " | ".join(f"{name} ({split})" for split in splits
+                                   for _, name in COLUMNS) + " |",
+             "|---|" + "---|" * (len(COLUMNS) * len(splits))]
     for r in rows:
-        lines.append(f"| {r['row']} | " + " | ".join(f"{r[k]:.4g}" for k, _ in COLUMNS) + " |")
+        cells = []
+        for split in splits:
+            for key, _ in COLUMNS:
+                v = r["splits"][split][key]
+                cells.append(f"{v['mean']:.4g} ({', '.join(f'{x:.4g}' for x in v['values'])})")
+        lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
     with open(os.path.join(workdir, f"table{table}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
