@@ -44,7 +44,7 @@ def load_config(path: str, scan_blocks: bool, batch: int):
     config.model.scan_blocks = scan_blocks
     config.pretrain.batch_size = batch
     config.finetune.batch_size = config.finetune.unlabelled_batch_size = batch
-    from hpe_jax.training import config_checks  # noqa: PLC0415
+    from hpe_jax.training import config_checks
 
     config_checks.resolve(config)
     return config
@@ -54,17 +54,17 @@ def measure(config_path: str, step_name: str, scan_blocks: bool, batch: int) -> 
     """Lowers and compiles one bound step in this process; returns the seconds of each."""
     os.environ.setdefault("HPE_JAX_COMPILE_CACHE", "off")
     config = load_config(config_path, scan_blocks, batch)
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-    import optax  # noqa: PLC0415
+    import jax
+    import jax.numpy as jnp
+    import optax
 
     jax.config.update("jax_enable_compilation_cache", False)
-    from hpe_jax.experiments import benchmarking  # noqa: PLC0415
-    from hpe_jax.objectives.pseudo_labels import normalized_template  # noqa: PLC0415
-    from hpe_jax.training import steps  # noqa: PLC0415
-    from hpe_jax.training.factory import build_model  # noqa: PLC0415
-    from hpe_jax.training.optim import make_optimizer  # noqa: PLC0415
-    from hpe_jax.training.state import TrainState  # noqa: PLC0415
+    from hpe_jax.experiments import benchmarking
+    from hpe_jax.objectives.pseudo_labels import normalized_template
+    from hpe_jax.training import steps
+    from hpe_jax.training.factory import build_model
+    from hpe_jax.training.optim import make_optimizer
+    from hpe_jax.training.state import TrainState
 
     n_dev = jax.local_device_count()
     model = build_model(config.model, "batch")

@@ -34,7 +34,7 @@ FORBIDDEN = ("tensorflow", "tensorflow_datasets", "clu")
 def make_config(size: str, platform: str):
     """configs/default.py with the check's sizes (module docstring)."""
     sys.path.insert(0, ROOT)
-    from configs import default, smoke  # noqa: PLC0415
+    from configs import default, smoke
 
     if size == "tiny":
         c = smoke.get_config()
@@ -60,10 +60,10 @@ def make_config(size: str, platform: str):
 def run_part(part: str, size: str, output: str) -> None:
     """Runs 'main' or 'finetune' (module docstring) and writes its JSON to `output`."""
     sys.path.insert(0, ROOT)
-    import jax  # noqa: PLC0415
+    import jax
 
-    from hpe_jax.experiments import benchmarking  # noqa: PLC0415
-    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
+    from hpe_jax.experiments import benchmarking
+    from hpe_jax.runtime import compile_cache
 
     cache_dir = compile_cache.enable()
     platform = jax.devices()[0].platform

@@ -365,7 +365,7 @@ def main():
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     step, _ = make_step(args, device, memory_format)
 
-    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+    from torch.utils.flop_counter import FlopCounterMode
 
     step()  # the first step allocates the optimizer state; count the flops of a steady one
     with FlopCounterMode(display=False) as counter:

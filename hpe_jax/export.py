@@ -220,10 +220,10 @@ def load(path: str) -> Predictor:
 def _load_network_file(path: str) -> Predictor:
     """A Predictor from `save_variables`' files: the RGB path of the network meta.json's config
     describes, its variables read from variables.npz and checked leaf by leaf."""
-    import zipfile  # noqa: PLC0415
+    import zipfile
 
-    import ml_collections  # noqa: PLC0415
-    from flax import traverse_util  # noqa: PLC0415
+    import ml_collections
+    from flax import traverse_util
 
     meta_file, npz = (os.path.join(path, f) for f in ("meta.json", "variables.npz"))
     try:
@@ -411,12 +411,12 @@ def save_saved_model(predictor: Predictor, path: str) -> str:
     Crop the hand yourself (as `Predictor.predict` does) before calling it.
     """
     try:
-        from orbax.export import ExportManager, JaxModule, ServingConfig  # noqa: PLC0415
+        from orbax.export import ExportManager, JaxModule, ServingConfig
     except ImportError as e:
         raise ImportError(
             f"the SavedModel export needs orbax-export ({e}); install it with "
             "`.venv/bin/pip install orbax-export==0.0.8`") from e
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     s, o = predictor.input_size, predictor.output_size
     norm = predictor.config["image_normalization"]

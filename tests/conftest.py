@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         tagged = getattr(item, "_nodeid", None)
         if tagged and tagged != item.nodeid and hasattr(item, "_id"):
-            from _pytest.nodeid import NodeId  # noqa: PLC0415  (pytest 9's structured ids)
+            from _pytest.nodeid import NodeId  # pytest 9's structured ids
 
             item._id = NodeId.parse(tagged)
 

@@ -223,7 +223,7 @@ def test_saved_model_export_or_a_clear_missing_dependency_message(setup, tmp_pat
 def test_inference_variables_of_a_scanned_model_are_unrolled():
     # A model trained with model.scan_blocks=True exports the unrolled encoder layout that
     # RGBPoseNet (and every earlier export) has.
-    from hpe_jax.models.resnet import scan_variables  # noqa: PLC0415
+    from hpe_jax.models.resnet import scan_variables
 
     rng = np.random.default_rng(0)
     encoder = {"conv1": {"kernel": rng.normal(size=(7, 7, 3, 2))},

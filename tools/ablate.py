@@ -39,7 +39,7 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "config.seed of each run of a ro
 def main(argv: list[str]) -> None:
     del argv
     cpu.split_cpu_into_devices(_CPU_DEVICES.value)
-    from hpe_jax.experiments.ablation import run_table  # noqa: PLC0415
+    from hpe_jax.experiments.ablation import run_table
 
     config = _CONFIG.value
     if not config.data.data_dir:

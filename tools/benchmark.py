@@ -56,15 +56,15 @@ flags.mark_flags_as_required(["config", "output"])
 
 def _prepare(config) -> None:
     """Builds the source / target datasets the config names that need no download."""
-    from hpe_jax.data.prepare import prepare_datasets  # noqa: PLC0415
+    from hpe_jax.data.prepare import prepare_datasets
 
     prepare_datasets(config)
 
 
 def main(argv: list[str]) -> None:
     del argv
-    from hpe_jax.experiments import benchmarking  # noqa: PLC0415
-    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
+    from hpe_jax.experiments import benchmarking
+    from hpe_jax.runtime import compile_cache
 
     unknown = [b for b in _BENCHMARKS.value if b not in benchmarking.ALL_BENCHMARKS]
     if unknown:
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> None:
     if "pipeline" in _BENCHMARKS.value:
         # TensorFlow only for the input-pipeline benchmark: JAX-on-GPU machines often lack it.
         # tf.data must not grab the accelerator memory JAX needs.
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         tf.config.set_visible_devices([], "GPU")
     config = _CONFIG.value

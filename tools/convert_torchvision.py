@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _convert(args) -> None:
-    from hpe_jax.models.convert import convert_file  # noqa: PLC0415  (after parsing: JAX)
+    from hpe_jax.models.convert import convert_file  # after parsing: JAX
 
     summary = convert_file(args.input, args.output, args.depth)
     print(f"wrote {args.output}: ResNet-{summary['depth']} width {summary['width']:g}, "

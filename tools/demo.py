@@ -36,13 +36,13 @@ _CPU_DEVICES = flags.DEFINE_integer(
 def main(argv: list[str]) -> None:
     del argv
     cpu.split_cpu_into_devices(_CPU_DEVICES.value)
-    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
+    from hpe_jax.runtime import compile_cache
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
-    from hpe_jax.experiments.demo import run_demo  # noqa: PLC0415
+    from hpe_jax.experiments.demo import run_demo
 
     config = _CONFIG.value
     config.data.data_dir = os.path.abspath(_DATA_DIR.value)

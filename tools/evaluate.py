@@ -30,10 +30,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
-    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
+    from hpe_jax.runtime import compile_cache
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
-    from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
+    from hpe_jax.evaluation.run import evaluate_checkpoint
 
     res = evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value, _OUTPUT.value,
                               dataset=_DATASET.value, split=_SPLIT.value,

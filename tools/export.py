@@ -31,8 +31,8 @@ flags.mark_flags_as_required(["config", "workdir", "output"])
 
 def main(argv: list[str]) -> None:
     del argv
-    from hpe_jax import export  # noqa: PLC0415
-    from hpe_jax.training import checkpoint  # noqa: PLC0415
+    from hpe_jax import export
+    from hpe_jax.training import checkpoint
 
     ck = checkpoint.load_training_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value,
                                              _STUDENT.value)

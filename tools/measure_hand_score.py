@@ -29,10 +29,10 @@ flags.mark_flags_as_required(["model", "real_dir"])
 
 def val_photos(real_dir: str) -> tuple[np.ndarray, np.ndarray]:
     """The labelled val photos (N, H, W, 3) uint8 and their 2D keypoints (N, 21, 2) px."""
-    from etils import epath  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
+    from etils import epath
+    from PIL import Image
 
-    from hpe_jax.data.builders import hgc_real  # noqa: PLC0415
+    from hpe_jax.data.builders import hgc_real
 
     images, uvs = [], []
     for row in hgc_real.read_rows(epath.Path(real_dir)):
@@ -48,9 +48,9 @@ def val_photos(real_dir: str) -> tuple[np.ndarray, np.ndarray]:
 
 def measure(model: str, real_dir: str, num_synthetic: int = 100) -> dict:
     """{'auroc': {score: {negative kind: AUROC, 'all': AUROC}}, 'counts': {...}}."""
-    from hpe_jax import export  # noqa: PLC0415
-    from hpe_jax.data import styles  # noqa: PLC0415
-    from hpe_jax.evaluation import hand_score as hs  # noqa: PLC0415
+    from hpe_jax import export
+    from hpe_jax.data import styles
+    from hpe_jax.evaluation import hand_score as hs
 
     predictor = export.load(model)
     photos, uv = val_photos(real_dir)

@@ -53,7 +53,7 @@ def define_flags() -> None:
 
 def read_image(path: str) -> np.ndarray:
     """uint8 (H, W, 3) RGB of an image file (grayscale and RGBA are converted)."""
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
@@ -109,9 +109,9 @@ MAX_OVERLAY_SIDE = 1024
 def draw_overlay(path: str, image: np.ndarray, uv: np.ndarray, box: np.ndarray | None) -> None:
     """Writes the image with the predicted skeleton (one colour per finger, a legend) and the
     crop box as a PNG, scaled down to at most MAX_OVERLAY_SIDE pixels on its long side."""
-    from PIL import Image, ImageDraw  # noqa: PLC0415
+    from PIL import Image, ImageDraw
 
-    from hpe_jax.hand.skeleton import FINGER_JOINTS, FINGERS  # noqa: PLC0415
+    from hpe_jax.hand.skeleton import FINGER_JOINTS, FINGERS
 
     im = Image.fromarray(image)
     f = min(1.0, MAX_OVERLAY_SIDE / max(image.shape[:2]))
@@ -175,7 +175,7 @@ def predict_files(
       unreadable files) are skipped with a warning and listed in predictions.json's "skipped";
       `predict_files.skipped` holds them as (path, reason) after the call.
     """
-    from hpe_jax import export  # noqa: PLC0415
+    from hpe_jax import export
 
     if not image_paths:
         raise ValueError("no images given; pass --images a.png b.jpg")

@@ -33,7 +33,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
-    import jax  # noqa: PLC0415  (after flag parsing: distributed set-up must come first)
+    import jax  # after flag parsing: distributed set-up must come first
 
     coordinator = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
     if coordinator:
@@ -43,23 +43,23 @@ def main(argv: list[str]) -> None:
             process_id=(_PROCESS_ID.value if _PROCESS_ID.value is not None
                         else int(os.environ["JAX_PROCESS_ID"])),
         )
-    from hpe_jax.runtime import compile_cache  # noqa: PLC0415
+    from hpe_jax.runtime import compile_cache
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
     # tf.data must not grab the accelerator memory JAX needs.
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
-    from hpe_jax.data.prepare import prepare_datasets  # noqa: PLC0415
-    from hpe_jax.training.loop import train  # noqa: PLC0415
+    from hpe_jax.data.prepare import prepare_datasets
+    from hpe_jax.training.loop import train
 
     if jax.process_index() == 0:
         # Renders synthetic_hands and builds a photo-folder target on first use (offline).
         prepare_datasets(_CONFIG.value)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils  # noqa: PLC0415
+        from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("datasets prepared")
     train(_CONFIG.value, _WORKDIR.value)

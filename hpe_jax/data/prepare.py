@@ -49,7 +49,7 @@ def check_folder(name: str, folder: str, min_photos: int = 1) -> None:
         raise FileNotFoundError(f"{flag}={folder}: no such folder")
     missing = [f for f in FOLDER_TARGETS[name] if not os.path.exists(os.path.join(folder, f))]
     if missing:
-        from hpe_jax.data.builders import hgc_real  # noqa: PLC0415
+        from hpe_jax.data.builders import hgc_real
 
         hint = hgc_real.INSTRUCTIONS.splitlines()[1] if name == "hgc_real" else ""
         raise FileNotFoundError(f"{flag}={folder} lacks {', '.join(missing)}; {name} needs its "
@@ -65,9 +65,9 @@ def check_folder(name: str, folder: str, min_photos: int = 1) -> None:
 def prepare_folder_target(name: str, folder: str, data_dir: str | None) -> None:
     """Builds `name` from `folder` into data_dir, or rebuilds it when the folder it was built
     from differs (another folder, or a file added, removed or changed)."""
-    import tensorflow_datasets as tfds  # noqa: PLC0415
+    import tensorflow_datasets as tfds
 
-    import hpe_jax.data  # noqa: F401, PLC0415  (registers the builders)
+    import hpe_jax.data  # noqa: F401  (registers the builders)
 
     builder = tfds.builder(name, data_dir=data_dir)
     stamp_path = os.path.join(os.path.dirname(builder.data_dir), _FINGERPRINT)
@@ -83,7 +83,7 @@ def prepare_folder_target(name: str, folder: str, data_dir: str | None) -> None:
             pass
         logging.warning("%s in %s was built from another folder or older files: rebuilding "
                         "it from %s", name, builder.data_dir, folder)
-        import shutil  # noqa: PLC0415
+        import shutil
 
         shutil.rmtree(builder.data_dir)
         builder = tfds.builder(name, data_dir=data_dir)
@@ -95,9 +95,9 @@ def prepare_folder_target(name: str, folder: str, data_dir: str | None) -> None:
 
 def dataset_names() -> list[str]:
     """Every dataset name the project's builders give: `name` and `name/config` for each."""
-    import tensorflow_datasets as tfds  # noqa: PLC0415
+    import tensorflow_datasets as tfds
 
-    from hpe_jax.data import builders  # noqa: PLC0415
+    from hpe_jax.data import builders
 
     names = []
     for module in vars(builders).values():
@@ -140,9 +140,9 @@ def prepare_datasets(config: ml_collections.ConfigDict) -> None:
     parallel workers. Other real datasets are built by the user with tools/tfds_build.py from
     their own download (the pipeline says so if one is missing).
     """
-    import tensorflow_datasets as tfds  # noqa: PLC0415
+    import tensorflow_datasets as tfds
 
-    import hpe_jax.data  # noqa: F401, PLC0415  (registers the builders)
+    import hpe_jax.data  # noqa: F401  (registers the builders)
 
     check_dataset_names(config)
     data_dir = config.data.data_dir or None

@@ -198,8 +198,8 @@ def write_report(
 
 
 def _figure(figsize: tuple[float, float], rows: int = 1, cols: int = 1):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)

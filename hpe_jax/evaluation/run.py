@@ -126,20 +126,20 @@ def evaluate_checkpoint(
 def _pipeline() -> Any:
     """The data pipeline module, imported on first use (TensorFlow) with TF kept off the GPUs:
     tf.data must not take the accelerator memory that JAX needs."""
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     try:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # TF already initialised by the caller: leave its choice alone
         pass
-    from hpe_jax.data import pipeline  # noqa: PLC0415
+    from hpe_jax.data import pipeline
 
     return pipeline
 
 
 def _samples(ds: Any, n: int) -> dict[str, np.ndarray]:
     """The first n examples' de-normalised images (n, S, S, 3) in [0, 1] and indices (n,)."""
-    from hpe_jax.data.preprocess import denormalize_image  # noqa: PLC0415
+    from hpe_jax.data.preprocess import denormalize_image
 
     images, index = [], []
     for ex in ds.take(n).as_numpy_iterator():

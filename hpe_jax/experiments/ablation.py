@@ -90,7 +90,7 @@ def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
     splits: the target splits every run is evaluated on (settings are chosen on val; test is
       reported).
     """
-    from hpe_jax.training import loop  # noqa: PLC0415
+    from hpe_jax.training import loop
 
     spec = {"3": TABLE3, "4": TABLE4, "4ft": TABLE4_FINETUNE}[table]
     if table == "4ft" and not pretrained:
@@ -124,7 +124,7 @@ def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
 def _evaluate_run(config: ml_collections.ConfigDict, row_dir: str, step: int | None,
                   splits: tuple[str, ...]) -> dict:
     """{split: {metric: value}} of one run's checkpoint `step` (None: the latest)."""
-    from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
+    from hpe_jax.evaluation.run import evaluate_checkpoint
 
     out = {}
     for split in splits:

@@ -347,7 +347,7 @@ def benchmark_pipeline(config: ml_collections.ConfigDict, kind: str, *, batches:
     `config.data.data_dir`. The first batch (graph building, file opening) is timed apart as
     `startup_s`.
     """
-    from hpe_jax.data import pipeline  # noqa: PLC0415  (TensorFlow only when asked for)
+    from hpe_jax.data import pipeline  # TensorFlow only when asked for
 
     data = config.data
     common = dict(data_dir=data.data_dir or None, input_size=data.input_size,

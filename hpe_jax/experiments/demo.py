@@ -108,7 +108,7 @@ def _latest_step(train_dir: str) -> int:
 
 
 def _evaluate(config, train_dir, step, out_dir, dataset, split) -> dict:
-    from hpe_jax.evaluation.run import evaluate_checkpoint  # noqa: PLC0415
+    from hpe_jax.evaluation.run import evaluate_checkpoint
 
     r = evaluate_checkpoint(config, train_dir, step, out_dir, dataset=dataset, split=split)
     return {"step": r.step, "weights": r.weights, "dir": r.output_dir,
@@ -128,11 +128,11 @@ def evaluate_mean_pose(config: ml_collections.ConfigDict, dataset: str, out_dir:
 
     It is lifted to 3D like a model's prediction (known root and scale), so its numbers are the
     floor a model must beat to have learned anything from the image."""
-    import jax.numpy as jnp  # noqa: PLC0415
+    import jax.numpy as jnp
 
-    from hpe_jax.data import pipeline  # noqa: PLC0415
-    from hpe_jax.evaluation import report  # noqa: PLC0415
-    from hpe_jax.evaluation.evaluator import Evaluator  # noqa: PLC0415
+    from hpe_jax.data import pipeline
+    from hpe_jax.evaluation import report
+    from hpe_jax.evaluation.evaluator import Evaluator
 
     ds = pipeline.eval_dataset(dataset, split or config.data.eval_split,
                                data_dir=config.data.data_dir or None,
@@ -161,10 +161,10 @@ def scalar_curves(train_dir: str, tags: tuple[str, ...],
                   max_step: int | None = None) -> dict[str, list[float]]:
     """Logged scalars from the run's TensorBoard events: {'step': [...], tag: [...], ...} at
     the log steps where every tag was written (a resumed run's repeated steps: the last)."""
-    import glob  # noqa: PLC0415
+    import glob
 
-    import tensorflow as tf  # noqa: PLC0415
-    from tensorflow.core.util import event_pb2  # noqa: PLC0415
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
 
     rows: dict[int, dict[str, float]] = {}
     for path in sorted(glob.glob(os.path.join(train_dir, "events.out.tfevents.*"))):
@@ -194,8 +194,8 @@ def pseudo_label_curve(train_dir: str) -> dict[str, list[float]]:
 def _save_start(config: ml_collections.ConfigDict, train_dir: str) -> None:
     """No pre-training (pretrain.epochs = 0): the initial state (e.g. `model.init_variables`,
     the shipped pre-trained network) becomes checkpoint 0, the baseline that is evaluated."""
-    from hpe_jax.training import checkpoint, loop  # noqa: PLC0415
-    from hpe_jax.training.factory import build_model, initial_state  # noqa: PLC0415
+    from hpe_jax.training import checkpoint, loop
+    from hpe_jax.training.factory import build_model, initial_state
 
     tx, _ = loop.make_optimizer(config, loop.make_plan(config))
     state = initial_state(config, build_model(config.model, "batch"), tx)
@@ -208,10 +208,10 @@ def export_pretrained(config: ml_collections.ConfigDict, train_dir: str, step: i
                       directory: str, evaluations: dict) -> str:
     """Writes the pre-trained (switch) checkpoint's variables where the demo starts from, with
     the config, the commit and the learning curve it came from (meta.json)."""
-    import subprocess  # noqa: PLC0415
+    import subprocess
 
-    from hpe_jax.training import checkpoint  # noqa: PLC0415
-    from hpe_jax.training.factory import save_variables  # noqa: PLC0415
+    from hpe_jax.training import checkpoint
+    from hpe_jax.training.factory import save_variables
 
     variables, _ = checkpoint.load_variables(train_dir, step, prefer_teacher=False)
     try:
@@ -240,7 +240,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
 
     export_dir: where to write the pre-trained network for the demo (`export_pretrained`).
     """
-    from hpe_jax.training import config_checks, loop  # noqa: PLC0415
+    from hpe_jax.training import config_checks, loop
 
     config_checks.resolve(config)  # the derived sizes (output_size, uv_scale), once, here
     os.makedirs(workdir, exist_ok=True)
@@ -384,8 +384,8 @@ def write_report(workdir: str, report: dict) -> None:
 
 
 def _figure(figsize, rows=1, cols=1):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
@@ -440,7 +440,7 @@ def _plot_pseudo(path: str, curve: dict) -> None:
 
 def _qualitative(path: str, report: dict, n: int = 6) -> None:
     """Pairs of panels on the first n target test images: pre-trained, then fine-tuned."""
-    from hpe_jax.evaluation.report import plot_qualitative  # noqa: PLC0415
+    from hpe_jax.evaluation.report import plot_qualitative
 
     dirs = [report["dirs"].get(_stage_name(k, "target")) for k in ("pretrained", "finetuned")]
     if not all(dirs):
@@ -464,8 +464,8 @@ def _qualitative(path: str, report: dict, n: int = 6) -> None:
 
 
 def _first_images(report: dict, n: int) -> dict | None:
-    from hpe_jax.data import pipeline  # noqa: PLC0415
-    from hpe_jax.data.preprocess import denormalize_image  # noqa: PLC0415
+    from hpe_jax.data import pipeline
+    from hpe_jax.data.preprocess import denormalize_image
 
     cfg = report["config"]["data"]
     split = cfg.get("target_eval_split") or cfg["eval_split"]

@@ -90,7 +90,7 @@ A_MIN = 1e-8
 def template_bone_lengths() -> np.ndarray:
     """(20,) lengths of `skeleton.BONES` of the synthetic template hand, in reference-bone units
     (the default hand for root disambiguation and the least-squares root fit)."""
-    from hpe_jax.hand import kinematics  # noqa: PLC0415  (kinematics is heavier; used here only)
+    from hpe_jax.hand import kinematics  # kinematics is heavier; used here only
 
     with jax.ensure_compile_time_eval():  # a constant, also when first called inside jit
         t = np.asarray(kinematics.template_pose(), np.float64)

@@ -39,7 +39,7 @@ def phase_augment(config: ml_collections.ConfigDict, phase: str) -> AugmentConfi
     (default: fine-tuning only)."""
     # Imported here: the data pipeline needs TensorFlow, which the steps (phase_loss) and the
     # tools that run without it (tools.benchmark, benchmarks/gpu_check.sh) must not import.
-    from hpe_jax.data.augment import AugmentConfig  # noqa: PLC0415
+    from hpe_jax.data.augment import AugmentConfig
 
     augment = AugmentConfig(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                                for k, v in config.data.augment.items()})

@@ -70,9 +70,9 @@ def test_time_loop_runs_warmup_and_every_step():
 
 def _run_tool(tmp_path, *args, timeout=600):
     """tools/benchmark.py in a subprocess where `import tensorflow` (and TFDS, clu) fails."""
-    import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
+    import os
+    import subprocess
+    import sys
 
     blocked = tmp_path / "blocked"
     blocked.mkdir(exist_ok=True)

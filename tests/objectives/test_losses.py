@@ -74,7 +74,7 @@ def test_label_huber_phases_keep_the_squared_l_in_fine_tuning():
 def _pose(uv: float, n_joints: int = 21) -> dict:
     """One example whose joint 0 sits `uv` pixels right of the others (all at 0), z 0, with
     flat mask and depth maps."""
-    import jax.numpy as jnp  # noqa: PLC0415
+    import jax.numpy as jnp
 
     uvs = jnp.zeros((1, n_joints, 2)).at[0, 0, 0].set(uv)
     maps = jnp.zeros((1, 4, 4, 1))
@@ -85,7 +85,7 @@ def _pose(uv: float, n_joints: int = 21) -> dict:
 def test_target_huber_bounds_l_l_and_l_d_and_leaves_the_labels_alone():
     """loss.target_huber_delta: a pseudo-label (or fused prediction) 10 px off pulls with the
     Huber form's value 2 delta d - delta^2, not d^2; labelled L_s keeps label_huber_delta."""
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     from hpe_jax.objectives.losses import distillation_loss, pseudo_label_loss, supervised_loss
 

@@ -218,10 +218,10 @@ def test_pretrain_step_with_scanned_blocks_equals_unrolled():
     # model.scan_blocks changes how the encoders are compiled, not what the step computes: the
     # same variables (stacked for the scanned layout) give the same losses, gradients and
     # BatchNorm statistics. ResNet-34 (3, 4, 6, 3 blocks), so every stage really loops.
-    from flax import traverse_util  # noqa: PLC0415
+    from flax import traverse_util
 
-    from hpe_jax.experiments.benchmarking import host_init  # noqa: PLC0415
-    from hpe_jax.models.resnet import scan_variables, unscan_variables  # noqa: PLC0415
+    from hpe_jax.experiments.benchmarking import host_init
+    from hpe_jax.models.resnet import scan_variables, unscan_variables
 
     config = tiny_config()
     config.model.resnet_depth = 34

@@ -77,7 +77,7 @@ def photo_box(width: int, height: int, margin: float = DEFAULT_CROP_MARGIN) -> n
 def read_rows(root: epath.Path) -> list[dict]:
     """The set's rows: {'index', 'image' (path), 'cam_param' (4,), 'bbox' (4,), 'xyz' (21, 3)
     mm or None where withheld, 'split'}; K of the crop needs the image size, read later."""
-    from scipy import io as sio  # noqa: PLC0415
+    from scipy import io as sio
 
     common.check_layout(root, ["images", "params.mat", "pose_gt.mat"], INSTRUCTIONS)
     params = sio.loadmat(str(root / "params.mat"))

@@ -269,7 +269,7 @@ def prepare(manual_dir: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
             f"{data_dir!r}; pass the folder of your photos as --config.data.image_folder=DIR "
             "(or build it: python -m tools.tfds_build image_folder --manual_dir=DIR "
             "--data_dir=DATA_DIR)")
-    from hpe_jax.data.prepare import prepare_folder_target  # noqa: PLC0415  (imports builders)
+    from hpe_jax.data.prepare import prepare_folder_target  # imports builders
 
     prepare_folder_target("image_folder", str(manual_dir), data_dir)
     return ImageFolder(data_dir=data_dir)
