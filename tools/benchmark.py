@@ -32,7 +32,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from hpe_jax.runtime import cli
+from hpe_jax.runtime import cli, cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model/data config file.",
                                           lock_config=True)
@@ -73,10 +73,7 @@ def main(argv: list[str]) -> None:
     compile_cache.enable()
     if "pipeline" in _BENCHMARKS.value:
         # TensorFlow only for the input-pipeline benchmark: JAX-on-GPU machines often lack it.
-        # tf.data must not grab the accelerator memory JAX needs.
-        import tensorflow as tf
-
-        tf.config.set_visible_devices([], "GPU")
+        cpu.keep_tensorflow_off_accelerators()
     config = _CONFIG.value
     if _PREPARE.value and "pipeline" in _BENCHMARKS.value:
         _prepare(config)

@@ -39,9 +39,7 @@ def main(argv: list[str]) -> None:
     from hpe_jax.runtime import compile_cache
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
-    import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")
+    cpu.keep_tensorflow_off_accelerators()
     from hpe_jax.experiments.demo import run_demo
 
     config = _CONFIG.value

@@ -20,7 +20,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from hpe_jax.runtime import cli
+from hpe_jax.runtime import cli, cpu
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                           lock_config=True)
@@ -46,10 +46,7 @@ def main(argv: list[str]) -> None:
     from hpe_jax.runtime import compile_cache
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
-    # tf.data must not grab the accelerator memory JAX needs.
-    import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")
+    cpu.keep_tensorflow_off_accelerators()
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
     from hpe_jax.data.prepare import prepare_datasets

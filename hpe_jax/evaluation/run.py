@@ -126,13 +126,10 @@ def evaluate_checkpoint(
 def _pipeline() -> Any:
     """The data pipeline module, imported on first use (TensorFlow) with TF kept off the GPUs:
     tf.data must not take the accelerator memory that JAX needs."""
-    import tensorflow as tf
-
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # TF already initialised by the caller: leave its choice alone
-        pass
     from hpe_jax.data import pipeline
+    from hpe_jax.runtime.cpu import keep_tensorflow_off_accelerators
+
+    keep_tensorflow_off_accelerators()
 
     return pipeline
 

@@ -1,5 +1,6 @@
-"""The CPU as XLA sees it, set before JAX starts: how many devices the host is split into and
-which library runs XLA:CPU's convolutions (`$HPE_JAX_CPU_CONV`)."""
+"""The devices as the tools set them up: how many XLA:CPU devices the host is split into and
+which library runs XLA:CPU's convolutions (`$HPE_JAX_CPU_CONV`), both before JAX starts, and
+TensorFlow kept off the accelerators."""
 
 from __future__ import annotations
 
@@ -65,3 +66,15 @@ def split_cpu_into_devices(count: int) -> None:
     flag = "--xla_force_host_platform_device_count"
     if count > 1 and flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={count}".strip()
+
+
+def keep_tensorflow_off_accelerators() -> None:
+    """Hides the GPUs from TensorFlow (imported here, for tf.data only), so that the input
+    pipeline never takes the accelerator memory JAX needs. A TensorFlow already initialised
+    by the caller keeps its choice."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass
