@@ -359,8 +359,11 @@ def write_report(workdir: str, report: dict) -> None:
         f"- Domain gap: the pre-trained model's target EPE is **{s['target_over_source']:.2f}x** "
         f"its source EPE ({s['target_epe_pretrained_mm']:.2f} vs "
         f"{s['source_epe_pretrained_mm']:.2f} mm).",
-        f"- Fine-tuning closes **{100 * s['gap_closed']:.0f}%** of that gap on the target "
-        f"({s['target_epe_pretrained_mm']:.2f} -> {s['target_epe_finetuned_mm']:.2f} mm); "
+        (f"- Fine-tuning closes **{100 * s['gap_closed']:.0f}%** of that gap on the target "
+         if s["gap_closed"] == s["gap_closed"] else
+         "- The target scores no worse than the source: there is no gap to close; fine-tuning "
+         "moves the target ")
+        + f"({s['target_epe_pretrained_mm']:.2f} -> {s['target_epe_finetuned_mm']:.2f} mm); "
         f"2D PCK@0.05 on the target changes by {s['pck_2d_gain_target']:+.3f}.",
     ]
     if kept:
