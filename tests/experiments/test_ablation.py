@@ -40,6 +40,7 @@ def test_rows_report_the_mean_and_each_seeds_value_per_split(tmp_path):
     assert [r["row"] for r in merged] == ["M(y_R)", "+L_c"]
 
 
+@pytest.mark.slow  # two fine-tunings and eight evaluations: about 4 minutes on a 2-core VM
 @pytest.mark.xdist_group(TRAINING_GROUP)
 def test_table_4ft_runs_each_row_per_seed_on_val_and_test(tiny_data_dir, tmp_path):
     from hpe_jax.training import loop
