@@ -86,7 +86,7 @@ class _Stages:
     def run(self, name: str, fn: Callable[[], Any], done: bool = False) -> Any:
         if name in self.data["results"] or done:
             return self.data["results"].get(name)
-        logging.warning("=== %s ===", name)
+        logging.info("%s ...", name)  # the console shows the stage when it ends, with its time
         start = time.time()
         try:
             out = fn()
