@@ -32,7 +32,7 @@ def val_photos(real_dir: str) -> tuple[np.ndarray, np.ndarray]:
     from etils import epath
     from PIL import Image
 
-    from hpe_jax.data.builders import hgc_real
+    from hpe_jax.data.builders import common, hgc_real
 
     images, uvs = [], []
     for row in hgc_real.read_rows(epath.Path(real_dir)):
@@ -40,9 +40,8 @@ def val_photos(real_dir: str) -> tuple[np.ndarray, np.ndarray]:
             continue
         image = np.asarray(Image.open(row["image"]).convert("RGB"))
         K = hgc_real.crop_intrinsics(row["cam_param"], row["bbox"], image.shape[1])
-        p = row["xyz"] @ K.T
         images.append(image)
-        uvs.append(p[:, :2] / p[:, 2:])
+        uvs.append(common.project_points(row["xyz"], K))
     return np.stack(images), np.stack(uvs)
 
 

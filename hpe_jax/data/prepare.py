@@ -54,9 +54,10 @@ def check_folder(name: str, folder: str, min_photos: int = 1) -> None:
         hint = hgc_real.INSTRUCTIONS.splitlines()[1] if name == "hgc_real" else ""
         raise FileNotFoundError(f"{flag}={folder} lacks {', '.join(missing)}; {name} needs its "
                                 f"own layout ({hint.strip()})")
-    suffixes = (".jpg", ".jpeg", ".png")
+    from hpe_jax.data.builders.image_folder import IMAGE_SUFFIXES
+
     photos = sum(1 for _, _, files in os.walk(folder) for f in files
-                 if f.lower().endswith(suffixes))
+                 if f.lower().endswith(IMAGE_SUFFIXES))
     if photos < min_photos:
         raise ValueError(f"{flag}={folder} holds {photos} .jpg/.jpeg/.png photo(s); "
                          f"adaptation needs at least {min_photos} (one batch)")
