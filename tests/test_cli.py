@@ -155,3 +155,37 @@ def test_an_unknown_dataset_is_one_line_with_few_suggestions_before_any_work(tmp
     assert f"--config.data.{field}='{name}' is not a dataset" in line and close in line
     assert line.count("synthetic_hands/") <= 5 and len(line) < 400
     assert not (tmp_path / "d").exists()  # nothing rendered
+
+
+def _record(path: str, level: int, message: str):
+    import logging
+    return logging.LogRecord("absl", level, path, 1, message, None, None)
+
+
+def test_quiet_filter_keeps_the_projects_lines_and_drops_library_noise():
+    import logging
+
+    from hpe_jax.runtime import cli
+
+    lib = "/site-packages/orbax/checkpoint/checkpoint_manager.py"
+    own = os.path.join(ROOT_DIR, "hpe_jax", "training", "loop.py")
+    noise = ("Waiting for previous save to complete took 1.008619 seconds. If this number is "
+             "high, consider checkpointing less frequently.")
+    assert not cli._FILTER.filter(_record(lib, logging.WARNING, noise))
+    assert not cli._FILTER.filter(_record(lib, logging.INFO, "Saving checkpoint at step 250"))
+    assert cli._FILTER.filter(_record(lib, logging.WARNING, "a warning a user can act on"))
+    assert cli._FILTER.filter(_record(lib, logging.ERROR, noise))
+    assert cli._FILTER.filter(_record(own, logging.INFO, "finetune 50/1000 loss 453"))
+
+
+def test_a_demo_stage_shows_once_on_the_console_when_it_ends(tmp_path, caplog):
+    import logging
+
+    from hpe_jax.experiments.demo import _Stages
+
+    stages = _Stages(str(tmp_path), {"k": 1})
+    with caplog.at_level(logging.DEBUG):
+        assert stages.run("mean pose (target)", lambda: 7) == 7
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(shown) == 1 and shown[0].startswith("=== mean pose (target): "), shown
+    assert stages.run("mean pose (target)", lambda: 8) == 7  # finished stages are kept

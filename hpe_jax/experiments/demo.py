@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 
 from hpe_jax.data.prepare import prepare_datasets
+from hpe_jax.runtime import cli
 
 HEADLINE = (
     ("known_root/epe_mean_mm", "3D EPE (mm, root and scale known)", "lower"),
@@ -86,7 +87,8 @@ class _Stages:
     def run(self, name: str, fn: Callable[[], Any], done: bool = False) -> Any:
         if name in self.data["results"] or done:
             return self.data["results"].get(name)
-        logging.info("%s ...", name)  # the console shows the stage when it ends, with its time
+        # The console shows a stage once, when it ends, with its time (--verbose: also its start).
+        logging.log(logging.INFO if cli.verbose() else logging.DEBUG, "%s ...", name)
         start = time.time()
         try:
             out = fn()

@@ -57,12 +57,14 @@ def verbose() -> bool:
 
 
 #: Library warnings that say nothing a user can act on (a deprecation inside TFDS, orbax
-#: opening a checkpoint read-only to evaluate it, TFDS finding a dataset not yet built before it
-#: builds it); quiet mode drops them, --verbose shows them.
+#: opening a checkpoint read-only to evaluate it or waiting a second for its previous
+#: asynchronous save, TFDS finding a dataset not yet built before it builds it); quiet mode drops
+#: them, --verbose shows them.
 LIBRARY_NOISE = re.compile(
     r"FeatureConnector\.dtype. is deprecated|CheckpointManagerOptions\.read_only=True"
     r"|Given directory is read only|Variant folder .* has no dataset_info\.json"
-    r"|is not a valid config for the builder|No config specified, defaulting to")
+    r"|is not a valid config for the builder|No config specified, defaulting to"
+    r"|Waiting for previous save to complete took")
 
 
 class _LibraryInfoFilter(py_logging.Filter):
