@@ -202,18 +202,41 @@ def load(path: str) -> Predictor:
     path = os.path.abspath(path)
     if all(os.path.isfile(os.path.join(path, f)) for f in NETWORK_FILES):
         return _load_network_file(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such directory; pass an export directory (python -m "
+                                "tools.export) or a network file directory such as "
+                                "assets/demo_pretrained")
+    present = [f for f in NETWORK_FILES if os.path.isfile(os.path.join(path, f))]
+    if present:  # half of a network file: name the missing half, not the export layout
+        missing = [f for f in NETWORK_FILES if f not in present]
+        raise FileNotFoundError(f"{path} holds {present[0]} but not {missing[0]}; restore it "
+                                "(git checkout, or write it again with make reproduce)")
     cfg_file = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(cfg_file) or not os.path.isdir(os.path.join(path, VARIABLES_DIR)):
         raise FileNotFoundError(f"{path} is not an export directory (needs {CONFIG_FILE} and "
                                 f"{VARIABLES_DIR}/); write one with python -m tools.export")
-    with open(cfg_file) as f:
-        cfg = json.load(f)
+    again = "export the checkpoint again (python -m tools.export)"
+    try:
+        with open(cfg_file) as f:
+            cfg = json.load(f)
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{cfg_file} is damaged ({e}); {again}") from None
     if cfg.get("format") != FORMAT:
         raise ValueError(f"{cfg_file} has format {cfg.get('format')!r}, this code reads "
                          f"{FORMAT!r}; export the checkpoint again with this version")
-    abstract = _abstract_variables(cfg)
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(os.path.join(path, VARIABLES_DIR), abstract)
+    try:
+        abstract = _abstract_variables(cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{cfg_file} is damaged (bad or missing entry {e}); {again}") from None
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            variables = ckptr.restore(os.path.join(path, VARIABLES_DIR), abstract)
+    except Exception as e:  # noqa: BLE001  (orbax/tensorstore raise many kinds on damaged files)
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ValueError(f"{os.path.join(path, VARIABLES_DIR)} cannot be restored ({reason}); "
+                         f"the export is truncated or damaged: {again}") from None
     return Predictor(cfg, variables)
 
 

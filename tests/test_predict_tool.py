@@ -128,3 +128,54 @@ def test_a_photo_missing_from_the_boxes_is_a_warning(model_dir, tmp_path, caplog
         predict_tool.predict_files(model_dir, [str(tmp_path / "a.png"), str(tmp_path / "b.png")],
                                    str(tmp_path / "o"), boxes={"a.png": [2, 2, 30, 30]})
     assert any("no box" in r.getMessage() and "b.png" in r.getMessage() for r in caplog.records)
+
+
+def test_malformed_boxes_name_the_image_and_the_expected_shape():
+    with pytest.raises(ValueError, match=r"boxes_json for '/p/a.png' must hold numbers"):
+        predict_tool._per_image({"a.png": [1, "a", 3, 4]}, ["/p/a.png"], "boxes_json", (4,),
+                                shared_ok=False)
+    with pytest.raises(ValueError, match=r"boxes_json for '/p/a.png' must hold numbers"):
+        predict_tool._per_image([{"u": 1}], ["/p/a.png"], "boxes_json", (4,), shared_ok=False)
+
+
+def test_an_inverted_box_is_called_inverted_not_outside():
+    image = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(predict_tool.SkippedImage, match="inverted"):
+        predict_tool.check_image("a.png", image, np.array([50, 50, 10, 10], np.float32), 32)
+    predict_tool.check_image("a.png", image, np.array([10, 10, 50, 50], np.float32), 32)
+
+
+def test_boxes_naming_no_given_image_are_listed():
+    paths = ["/p/a.png", "b.png"]
+    assert predict_tool.unmatched_keys({"a.png": 1, "/p/a.png": 1, "b.png": 1}, paths) == []
+    assert predict_tool.unmatched_keys({"nothere.png": 1, "b.png": 1}, paths) == ["nothere.png"]
+    assert predict_tool.unmatched_keys([[1, 2, 3, 4]], paths) == []
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_loading(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"--output_dir=.*f is a file"):
+        predict_tool.predict_files(str(tmp_path / "nope"), ["a.png"], str(tmp_path / "f"))
+
+
+@pytest.mark.parametrize("damage", ["empty_config", "truncated_variables", "half_network"])
+def test_a_damaged_export_names_the_file_and_the_fix(model_dir, tmp_path, damage):
+    import shutil
+
+    path = tmp_path / "m"
+    shutil.copytree(model_dir, path)
+    if damage == "empty_config":
+        (path / "config.json").write_text("")
+        match = r"config.json is damaged .*tools.export"
+    elif damage == "truncated_variables":
+        for f in (path / "variables").rglob("*"):
+            if f.is_file() and f.stat().st_size > 64:
+                f.write_bytes(f.read_bytes()[:64])
+        match = r"variables cannot be restored .*truncated or damaged.*tools.export"
+    else:
+        path = tmp_path / "net"
+        path.mkdir()
+        (path / "variables.npz").write_bytes(b"")
+        match = r"holds variables.npz but not meta.json"
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        export.load(str(path))

@@ -83,11 +83,24 @@ def _per_image(spec: Any, paths: Sequence[str], what: str, shape: tuple[int, ...
         if v is None:
             out.append(None)
             continue
-        a = np.asarray(v, np.float32)
+        try:
+            a = np.asarray(v, np.float32)
+        except (ValueError, TypeError):
+            raise ValueError(f"{what} for {p!r} must hold numbers of shape {shape}, got "
+                             f"{v!r}") from None
         if a.shape != shape:
             raise ValueError(f"{what} for {p!r} must have shape {shape}, got {a.shape}")
         out.append(a)
     return out
+
+
+def unmatched_keys(spec: Any, paths: Sequence[str]) -> list[str]:
+    """The keys of a JSON object of boxes or K that name none of the images (a typo, or a
+    photo not passed); [] for a list or a shared value."""
+    if not isinstance(spec, Mapping):
+        return []
+    names = set(paths) | {os.path.basename(p) for p in paths}
+    return sorted(k for k in spec if k not in names)
 
 
 def _load_json(path: str | None, what: str) -> Any:
@@ -153,8 +166,12 @@ def check_image(path: str, image: np.ndarray, box: np.ndarray | None, input_size
     if box is not None:
         inside_u = max(0.0, min(box[2], w - 0.5) - max(box[0], -0.5))
         inside_v = max(0.0, min(box[3], h - 0.5) - max(box[1], -0.5))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise SkippedImage(f"the box {[round(float(x), 1) for x in box]} of {path!r} is "
+                               "empty or inverted (u_max <= u_min or v_max <= v_min); boxes are "
+                               "[u_min, v_min, u_max, v_max] in pixels of that image")
         area = float((box[2] - box[0]) * (box[3] - box[1]))
-        if area <= 0 or inside_u * inside_v < 0.5 * area:
+        if inside_u * inside_v < 0.5 * area:
             raise SkippedImage(f"the box {[round(float(x), 1) for x in box]} of {path!r} lies "
                                f"mostly outside the {w}x{h} image; boxes are [u_min, v_min, "
                                "u_max, v_max] in pixels of that image")
@@ -179,8 +196,17 @@ def predict_files(
 
     if not image_paths:
         raise ValueError("no images given; pass --images a.png b.jpg")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise NotADirectoryError(f"--output_dir={output_dir} is a file; pass a directory (it is "
+                                 "created if missing)")
     predictor = export.load(model_dir)
     box_list = _per_image(boxes, image_paths, "boxes_json", (4,), shared_ok=False)
+    for spec, what in ((boxes, "--boxes_json"), (K, "--K_json")):
+        unused = unmatched_keys(spec, image_paths)
+        if unused:
+            logging.warning("tools.predict: %s names %d file(s) that are not among the images "
+                            "(their entries are not used), e.g. %s; keys are image paths or file "
+                            "names", what, len(unused), unused[0])
     if boxes is not None:
         unboxed = [p for p, b in zip(image_paths, box_list, strict=True) if b is None]
         if unboxed:
@@ -237,6 +263,9 @@ def predict_files(
 def main(argv: list[str]) -> None:
     f = flags.FLAGS
     paths = list(f.images) + list(argv[1:])
+    if not paths:
+        raise cli.UsageError("no images given; pass --images a.png,b.jpg (or list them after "
+                             "the flags)")
     records = predict_files(f.model, paths, f.output_dir,
                             boxes=_load_json(f.boxes_json, "--boxes_json"),
                             K=_load_json(f.K_json, "--K_json"), scale_mm=f.scale_mm)
