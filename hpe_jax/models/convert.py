@@ -127,15 +127,34 @@ def _check_tree(got: dict, want: dict, collection: str, depth: int) -> None:
                              f"shape {got[k].shape}, the model expects {v.shape}.")
 
 
+def check_weights_file(path: str | os.PathLike) -> str:
+    """`path` as a str; FileNotFoundError naming it and where to get it when it is not a file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path}: no such file; download the torchvision checkpoint (e.g. "
+            "https://download.pytorch.org/models/resnet18-f37072fd.pth) and pass its path")
+    return path
+
+
+def _open_npz(path: str):
+    """np.load of a weights .npz, with an error naming the file when it is damaged."""
+    try:
+        return np.load(path)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path} cannot be read ({e}); it is truncated or not an .npz of "
+                         "weights: convert or download it again") from None
+
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a state dict from a torch `.pth` (zip format, no torch needed) or a `.npz`.
 
     A `.pth` holding {'state_dict': ...} or {'model': ...} is unwrapped, and a 'module.' prefix
     (DataParallel) is removed.
     """
-    path = os.fspath(path)
+    path = check_weights_file(path)
     if path.endswith(".npz"):
-        with np.load(path) as data:
+        with _open_npz(path) as data:
             sd = {k: data[k] for k in data.files}
     else:
         sd = read_torch_file(path)
@@ -198,9 +217,9 @@ def load_converted(source: str | os.PathLike | Mapping[str, Any], depth: int) ->
     """(params, batch_stats) of one encoder from a state dict, `.pth` or either kind of `.npz`."""
     if isinstance(source, Mapping):
         return torchvision_to_flax(source, depth)
-    path = os.fspath(source)
+    path = check_weights_file(source)
     if path.endswith(".npz"):
-        with np.load(path) as data:
+        with _open_npz(path) as data:
             if any(k.startswith("params/") for k in data.files):
                 flat = {tuple(k.split("/")): data[k] for k in data.files}
                 tree = traverse_util.unflatten_dict(flat)
@@ -272,8 +291,9 @@ def read_torch_file(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = os.fspath(path)
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a zip-format torch file (torch >= 1.6). Re-save it with "
-                         "torch.save(torch.load(old), new) or export the state dict to .npz.")
+        raise ValueError(f"{path} is not a zip-format torch file (torch >= 1.6): a truncated "
+                         "download (download it again) or an older torch file (re-save it with "
+                         "torch.save(torch.load(old), new) or export the state dict to .npz).")
     with zipfile.ZipFile(path) as archive:
         pkl = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkl) != 1:

@@ -85,6 +85,18 @@ def test_wrong_depth_or_foreign_file_is_a_clear_error(r18_pth, tmp_path):
         convert.read_torch_file(evil)
 
 
+def test_a_missing_or_truncated_weights_file_names_the_file_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope.pth: no such file; download"):
+        convert.load_state_dict(tmp_path / "nope.pth")
+    with pytest.raises(FileNotFoundError, match=r"nope.npz: no such file"):
+        convert.load_converted(str(tmp_path / "nope.npz"), 18)
+    cut = tmp_path / "cut.npz"
+    np.savez(cut, a=np.zeros(1000))
+    cut.write_bytes(cut.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"cut.npz cannot be read .*truncated"):
+        convert.load_state_dict(cut)
+
+
 def test_tool_output_initialises_both_encoders(r18_pth, tmp_path, abstract_init, capsys):
     out = tmp_path / "r18.npz"
     convert_torchvision.main(["--input", str(r18_pth), "--depth", "18", "--output", str(out)])
