@@ -189,3 +189,31 @@ def test_a_demo_stage_shows_once_on_the_console_when_it_ends(tmp_path, caplog):
     shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert len(shown) == 1 and shown[0].startswith("=== mean pose (target): "), shown
     assert stages.run("mean pose (target)", lambda: 8) == 7  # finished stages are kept
+
+
+def test_a_directory_flag_naming_a_file_is_a_usage_error_before_any_work(tmp_path):
+    from hpe_jax.runtime import cli
+
+    (tmp_path / "f").write_text("x")
+    f, sub = str(tmp_path / "f"), str(tmp_path / "f" / "sub")
+    with pytest.raises(cli.UsageError, match=r"--workdir=.*f is a file, not a directory; pass a "
+                                             r"directory \(it is created if missing\)"):
+        cli.check_directory("workdir", f)
+    with pytest.raises(cli.UsageError, match=r"--workdir=.*sub lies under .*f, which is a file"):
+        cli.check_directory("workdir", sub, created=False)
+    with pytest.raises(cli.UsageError, match=r"--out=.*x.png lies under .*f, which is a file"):
+        cli.check_directory("out", os.path.join(f, "x.png"), file=True)
+    with pytest.raises(cli.UsageError, match=r"--out=.* is a directory; pass a file name"):
+        cli.check_directory("out", str(tmp_path), file=True)
+    for path in (str(tmp_path), str(tmp_path / "new" / "deeper"), "", None):
+        cli.check_directory("workdir", path)  # a directory, or one to create: fine
+    cli.check_directory("out", str(tmp_path / "new" / "x.png"), file=True)
+
+
+def test_train_refuses_a_workdir_that_is_a_file_at_once(tmp_path):
+    (tmp_path / "f").write_text("x")
+    proc = _tool("tools.train", "--config=configs/smoke.py", f"--workdir={tmp_path / 'f'}",
+                 f"--config.data.data_dir={tmp_path / 'd'}", timeout=60)
+    assert proc.returncode == 2
+    assert "is a file, not a directory" in _one_line(proc, "train")
+    assert not (tmp_path / "d").exists()

@@ -38,6 +38,8 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "config.seed of each run of a ro
 
 def main(argv: list[str]) -> None:
     del argv
+    cli.check_directory("workdir", _WORKDIR.value)
+    cli.check_directory("data_dir", _DATA_DIR.value)
     cpu.split_cpu_into_devices(_CPU_DEVICES.value)
     from hpe_jax.experiments.ablation import run_table
 

@@ -63,6 +63,7 @@ def _prepare(config) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
+    cli.check_directory("output", _OUTPUT.value, file=True)
     from hpe_jax.experiments import benchmarking
     from hpe_jax.runtime import compile_cache
 

@@ -35,6 +35,9 @@ _CPU_DEVICES = flags.DEFINE_integer(
 
 def main(argv: list[str]) -> None:
     del argv
+    for flag, path in (("workdir", _WORKDIR.value), ("data_dir", _DATA_DIR.value),
+                       ("export_pretrained", _EXPORT.value)):
+        cli.check_directory(flag, path)
     cpu.split_cpu_into_devices(_CPU_DEVICES.value)
     from hpe_jax.runtime import compile_cache
 

@@ -30,6 +30,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
+    cli.check_directory("workdir", _WORKDIR.value, created=False)
+    cli.check_directory("output_dir", _OUTPUT.value)
     from hpe_jax.runtime import compile_cache
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"

@@ -31,6 +31,8 @@ flags.mark_flags_as_required(["config", "workdir", "output"])
 
 def main(argv: list[str]) -> None:
     del argv
+    cli.check_directory("workdir", _WORKDIR.value, created=False)
+    cli.check_directory("output", _OUTPUT.value)
     from hpe_jax import export
     from hpe_jax.training import checkpoint
 

@@ -80,6 +80,7 @@ def main(argv: list[str]) -> None:
     del argv
     if not os.path.isdir(_REAL.value):
         cli.fail("measure_hand_score", f"--real_dir={_REAL.value}: no such folder")
+    cli.check_directory("output", _OUTPUT.value, file=True)
     result = measure(_MODEL.value, _REAL.value, _N.value)
     for name, row in result["auroc"].items():
         print(f"{name:>18}: " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))

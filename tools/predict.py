@@ -263,6 +263,7 @@ def predict_files(
 def main(argv: list[str]) -> None:
     f = flags.FLAGS
     paths = list(f.images) + list(argv[1:])
+    cli.check_directory("output_dir", f.output_dir)
     if not paths:
         raise cli.UsageError("no images given; pass --images a.png,b.jpg (or list them after "
                              "the flags)")

@@ -33,6 +33,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     del argv
+    cli.check_directory("workdir", _WORKDIR.value)
     import jax  # after flag parsing: distributed set-up must come first
 
     coordinator = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")

@@ -75,6 +75,7 @@ def draw_grid(path: str, styles: Sequence[str], num: int, image_size: int, seed:
 
 def main(argv: Sequence[str]) -> None:
     del argv
+    cli.check_directory("out", _OUT.value, file=True)
     draw_grid(_OUT.value, _STYLES.value, _NUM.value, _SIZE.value, _SEED.value)
     print(f"wrote {_OUT.value}")
 

@@ -30,7 +30,8 @@ from absl import logging as absl_logging
 
 from hpe_jax.runtime.cpu import UsageError, choose_cpu_convolutions
 
-__all__ = ["UsageError", "fail", "quiet_logging", "run", "run_plain", "verbose"]
+__all__ = ["UsageError", "check_directory", "fail", "quiet_logging", "run", "run_plain",
+           "verbose"]
 
 HELP_FLAGS = ("-h", "--help", "-?", "--helpshort", "--helpfull")
 # Python loggers of libraries that log progress chatter at INFO (each checkpoint save is a dozen
@@ -49,6 +50,29 @@ def fail(tool: str, message: str, status: int = 2) -> NoReturn:
     """Prints `tools.<tool>: message` to stderr and exits with `status`."""
     print(f"tools.{tool}: {message}", file=sys.stderr, flush=True)
     sys.exit(status)
+
+
+def check_directory(flag: str, path: str | None, created: bool = True, *,
+                    file: bool = False) -> None:
+    """Raises UsageError when the directory flag `--flag=path` names a file or lies under one
+    (`file=True`: a file flag whose folder does, or that names a directory), so that a tool
+    refuses it at once instead of failing later with a raw '[Errno 17] File exists' (or, for a
+    tool that only reads it, 'does not exist'). `created`: the tool creates what is missing."""
+    if not path:
+        return
+    full = os.path.abspath(path)
+    if file and os.path.isdir(full):
+        raise UsageError(f"--{flag}={path} is a directory; pass a file name")
+    where = os.path.dirname(full) if file else full
+    while not os.path.exists(where) and os.path.dirname(where) != where:
+        where = os.path.dirname(where)
+    if os.path.isdir(where):
+        return
+    hint = "pass a directory" + (" (it is created if missing)" if created else "")
+    if where == full:
+        raise UsageError(f"--{flag}={path} is a file, not a directory; {hint}")
+    raise UsageError(f"--{flag}={path} lies under {where}, which is a file; "
+                     + ("pass a path in a directory" if file else hint))
 
 
 def verbose() -> bool:
