@@ -39,7 +39,7 @@ def draw_grid(path: str, styles: Sequence[str], num: int, image_size: int, seed:
 
     unknown = [s for s in styles if s not in STYLES]
     if unknown:
-        raise ValueError(f"unknown styles {unknown}; choose from {sorted(STYLES)}")
+        raise cli.UsageError(f"unknown --styles {unknown}; choose from {sorted(STYLES)}")
     fig, axes = plt.subplots(num, 3 * len(styles), figsize=(2.0 * 3 * len(styles), 2.0 * num),
                              squeeze=False)
     for c, name in enumerate(styles):
@@ -73,9 +73,20 @@ def draw_grid(path: str, styles: Sequence[str], num: int, image_size: int, seed:
     plt.close(fig)
 
 
+def check_flags(num: int, image_size: int, styles: Sequence[str]) -> None:
+    """Usage errors for flag values the renderer or matplotlib would reject obscurely."""
+    if num < 1:
+        raise cli.UsageError(f"--num={num}: give at least 1 sample per style")
+    if image_size < 1:
+        raise cli.UsageError(f"--image_size={image_size}: give a positive size in pixels")
+    if not styles:
+        raise cli.UsageError("--styles is empty; e.g. --styles=render,capture")
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     cli.check_directory("out", _OUT.value, file=True)
+    check_flags(_NUM.value, _SIZE.value, _STYLES.value)
     draw_grid(_OUT.value, _STYLES.value, _NUM.value, _SIZE.value, _SEED.value)
     print(f"wrote {_OUT.value}")
 
