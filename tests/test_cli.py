@@ -150,7 +150,7 @@ def test_an_unknown_dataset_is_one_line_with_few_suggestions_before_any_work(tmp
                                                                              name, close):
     proc = _tool("tools.train", "--config=configs/smoke.py", f"--workdir={tmp_path / 'w'}",
                  f"--config.data.data_dir={tmp_path / 'd'}", f"--config.data.{field}={name}")
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a usage error
     line = _one_line(proc, "train")
     assert f"--config.data.{field}='{name}' is not a dataset" in line and close in line
     assert line.count("synthetic_hands/") <= 5 and len(line) < 400
@@ -217,3 +217,16 @@ def test_train_refuses_a_workdir_that_is_a_file_at_once(tmp_path):
     assert proc.returncode == 2
     assert "is a file, not a directory" in _one_line(proc, "train")
     assert not (tmp_path / "d").exists()
+
+
+def test_tfds_build_unknown_name_is_one_usage_line(capsys):
+    from tools import tfds_build
+
+    with pytest.raises(SystemExit) as e:
+        tfds_build.check_names(["synthetic_hands/source_tinny"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tools.tfds_build: dataset='synthetic_hands/source_tinny' is not a "
+                          "dataset") and "synthetic_hands/source_tiny" in err
+    assert err.count("synthetic_hands/") <= 6
+    tfds_build.check_names(["synthetic_hands/source_tiny", "rhd"])

@@ -35,7 +35,13 @@ def main(argv: list[str]) -> None:
     from hpe_jax.runtime import compile_cache
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
+    from hpe_jax.data import prepare
     from hpe_jax.evaluation.run import evaluate_checkpoint
+
+    if _DATASET.value:
+        prepare.check_dataset_name(_DATASET.value, "--dataset")
+    else:
+        prepare.check_dataset_name(_CONFIG.value.data.target, "--config.data.target")
 
     res = evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _CHECKPOINT.value, _OUTPUT.value,
                               dataset=_DATASET.value, split=_SPLIT.value,

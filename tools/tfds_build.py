@@ -12,6 +12,7 @@ builders are registered by `import hpe_jax.data`.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import simple_parsing
@@ -26,7 +27,21 @@ def main(argv: list[str] | None = None) -> None:
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
     args = simple_parsing.parse(build.Args, args=argv, prog="python -m tools.tfds_build")
+    check_names(args.positional_datasets + args.datasets)
     cli.run_plain(args.execute, "tfds_build", verbose)
+
+
+def check_names(names: list[str]) -> None:
+    """Exits with one usage line (at most five close names) when a name is not one of the
+    project's datasets (TFDS's own message lists ten, or none, and says '10 match')."""
+    from hpe_jax.data import prepare
+
+    for name in names:
+        if name and not os.path.exists(name):  # a path: a dataset folder for TFDS itself
+            try:
+                prepare.check_dataset_name(name, "dataset")
+            except cli.UsageError as e:
+                cli.fail("tfds_build", str(e))
 
 
 if __name__ == "__main__":

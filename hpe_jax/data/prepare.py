@@ -14,6 +14,17 @@ import os
 import ml_collections
 from absl import logging
 
+from hpe_jax.runtime.cpu import UsageError
+
+
+class FolderMissing(UsageError, FileNotFoundError):
+    """The photo folder a folder-built target needs is unset, missing or lacks its layout's
+    files (a usage error: exit status 2)."""
+
+
+class BadDataConfig(UsageError, ValueError):
+    """An unknown dataset name, or too few photos for one batch (a usage error)."""
+
 #: Targets built from the folder `config.data.image_folder` names, and the files that folder
 #: must hold (checked before anything is rendered).
 FOLDER_TARGETS = {"image_folder": (), "hgc_real": ("images", "params.mat", "pose_gt.mat")}
@@ -44,22 +55,22 @@ def check_folder(name: str, folder: str, min_photos: int = 1) -> None:
     photos than `min_photos`, e.g. one batch)."""
     flag = "--config.data.image_folder"
     if not folder:
-        raise FileNotFoundError(f"dataset {name!r} is built from a folder: pass it as {flag}=DIR")
+        raise FolderMissing(f"dataset {name!r} is built from a folder: pass it as {flag}=DIR")
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{flag}={folder}: no such folder")
+        raise FolderMissing(f"{flag}={folder}: no such folder")
     missing = [f for f in FOLDER_TARGETS[name] if not os.path.exists(os.path.join(folder, f))]
     if missing:
         from hpe_jax.data.builders import hgc_real
 
         hint = hgc_real.INSTRUCTIONS.splitlines()[1] if name == "hgc_real" else ""
-        raise FileNotFoundError(f"{flag}={folder} lacks {', '.join(missing)}; {name} needs its "
+        raise FolderMissing(f"{flag}={folder} lacks {', '.join(missing)}; {name} needs its "
                                 f"own layout ({hint.strip()})")
     from hpe_jax.data.builders.image_folder import IMAGE_SUFFIXES
 
     photos = sum(1 for _, _, files in os.walk(folder) for f in files
                  if f.lower().endswith(IMAGE_SUFFIXES))
     if photos < min_photos:
-        raise ValueError(f"{flag}={folder} holds {photos} .jpg/.jpeg/.png photo(s); "
+        raise BadDataConfig(f"{flag}={folder} holds {photos} .jpg/.jpeg/.png photo(s); "
                          f"adaptation needs at least {min_photos} (one batch)")
 
 
@@ -110,19 +121,24 @@ def dataset_names() -> list[str]:
     return sorted(set(names))
 
 
+def check_dataset_name(name: str, what: str, known: list[str] | None = None) -> None:
+    """Refuses a dataset name the project's builders do not give, in one line with at most five
+    close names (`what`: how the user gave it, e.g. '--config.data.source' or '--dataset')."""
+    known = dataset_names() if known is None else known
+    if name.split(":")[0] in known:  # a ":version" suffix is TFDS's
+        return
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}?" if close else \
+        f"the project's datasets: {', '.join(n for n in known if '/' not in n)}"
+    raise BadDataConfig(f"{what}={name!r} is not a dataset of this project; {hint}")
+
+
 def check_dataset_names(config: ml_collections.ConfigDict) -> None:
     """Refuses an unknown data.source / data.target in one line with at most five close names,
     before anything is rendered or built."""
     known = dataset_names()
     for field in ("source", "target"):
-        name = config.data[field]
-        if name.split(":")[0] in known:  # a ":version" suffix is TFDS's
-            continue
-        close = difflib.get_close_matches(name, known, n=5, cutoff=0.4)
-        hint = f"did you mean {', '.join(close)}?" if close else \
-            f"the project's datasets: {', '.join(n for n in known if '/' not in n)}"
-        raise ValueError(f"--config.data.{field}={name!r} is not a dataset of this project; "
-                         f"{hint}")
+        check_dataset_name(config.data[field], f"--config.data.{field}", known)
 
 
 def build(builder, **kwargs) -> None:

@@ -201,3 +201,16 @@ def test_rgb_apply_is_cached_per_model_value():
     fn = _rgb_apply(factory.build_model(config.model, None))
     assert _rgb_apply(factory.build_model(same.model, None)) is fn
     assert _rgb_apply(factory.build_model(other.model, None)) is not fn
+
+
+def test_command_line_unknown_dataset_is_a_usage_error_with_few_suggestions(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.evaluate", "--config=configs/smoke.py",
+         f"--workdir={tmp_path / 'nowhere'}", "--dataset=synthetic_hands/targte_tiny"],
+        cwd=ROOT_DIR, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("tools.evaluate: --dataset='synthetic_hands/targte_tiny' is not a "
+                           "dataset") and "synthetic_hands/target_tiny" in last
