@@ -27,6 +27,22 @@ _N = flags.DEFINE_integer("num_synthetic", 100, "Flat, noise and render negative
 flags.mark_flags_as_required(["model", "real_dir"])
 
 
+def check_real_dir(real_dir: str) -> None:
+    """UsageError naming --real_dir when it is not hand-graph-cnn's real-world test set folder
+    (the builder's own message names --manual_dir, tools.tfds_build's flag)."""
+    from hpe_jax.data.prepare import FOLDER_TARGETS
+
+    if not os.path.isdir(real_dir):
+        raise cli.UsageError(f"--real_dir={real_dir}: no such folder")
+    missing = [f for f in FOLDER_TARGETS["hgc_real"]
+               if not os.path.exists(os.path.join(real_dir, f))]
+    if missing:
+        raise cli.UsageError(f"--real_dir={real_dir} lacks {', '.join(missing)}; pass "
+                             "hand-graph-cnn's data/real_world_testset folder (images/, "
+                             "params.mat, pose_gt.mat; https://github.com/3d-hand-shape/"
+                             "hand-graph-cnn)")
+
+
 def val_photos(real_dir: str) -> tuple[np.ndarray, np.ndarray]:
     """The labelled val photos (N, H, W, 3) uint8 and their 2D keypoints (N, 21, 2) px."""
     from etils import epath
@@ -78,8 +94,7 @@ def measure(model: str, real_dir: str, num_synthetic: int = 100) -> dict:
 
 def main(argv: list[str]) -> None:
     del argv
-    if not os.path.isdir(_REAL.value):
-        cli.fail("measure_hand_score", f"--real_dir={_REAL.value}: no such folder")
+    check_real_dir(_REAL.value)
     cli.check_directory("output", _OUTPUT.value, file=True)
     result = measure(_MODEL.value, _REAL.value, _N.value)
     for name, row in result["auroc"].items():

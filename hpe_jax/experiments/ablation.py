@@ -96,6 +96,11 @@ def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
     if table == "4ft" and not pretrained:
         raise ValueError("table 4ft fine-tunes a pre-trained run: pass its training workdir "
                          "(e.g. --pretrained=runs/reproduce/train)")
+    if table == "4ft" and not os.path.isdir(os.path.join(pretrained, "checkpoints")):
+        from hpe_jax.runtime.cpu import UsageError
+
+        raise UsageError(f"--pretrained={pretrained} holds no checkpoints/; pass the pre-trained "
+                         "run's training workdir (e.g. --pretrained=runs/reproduce/train)")
     prepare_datasets(config)
     pretrain_steps = loop.make_plan(config).pretrain_steps
     done = []

@@ -19,6 +19,16 @@ def test_row_fields_are_set_on_a_copy_and_a_misspelt_field_is_refused():
         ablation._with_fields(config, fields or {})
 
 
+def test_table_4ft_refuses_a_pretrained_dir_without_checkpoints_before_any_work(tmp_path):
+    from hpe_jax.runtime.cpu import UsageError
+
+    config = tiny_config()
+    config.data.data_dir = str(tmp_path / "data")
+    with pytest.raises(UsageError, match=r"--pretrained=.*nope holds no checkpoints/"):
+        ablation.run_table(config, str(tmp_path / "w"), "4ft", str(tmp_path / "nope"))
+    assert not (tmp_path / "data").exists()  # nothing rendered
+
+
 def test_rows_report_the_mean_and_each_seeds_value_per_split(tmp_path):
     runs = [{"step": 9, "val": {"known_root/epe_mean_mm": 30.0, "known_root/auc_20_50": 0.5,
                                 "pck_2d": 0.2},
