@@ -240,6 +240,23 @@ def load(path: str) -> Predictor:
     return Predictor(cfg, variables)
 
 
+def check_network_file(directory: str, what: str = "--config.model.init_variables") -> None:
+    """ValueError naming the file when `directory`'s variables.npz exists but is no zip archive
+    (truncated, or a git-lfs pointer): found before any data are prepared or a model is built,
+    instead of numpy's bare 'File is not a zip file' when the variables are loaded."""
+    import zipfile
+
+    npz = os.path.join(directory, NETWORK_FILES[0]) if directory else ""
+    if not npz or not os.path.isfile(npz) or zipfile.is_zipfile(npz):
+        return  # unset, missing (the loader names it) or readable
+    with open(npz, "rb") as f:
+        lfs = f.read(64).startswith(b"version https://git-lfs")
+    cause = "a git-lfs pointer: run git lfs pull" if lfs else \
+        "truncated or not a network file: restore it (git checkout, or write it again with " \
+        "make reproduce)"
+    raise ValueError(f"{what}={directory}: {npz} cannot be read, it is {cause}")
+
+
 def _load_network_file(path: str) -> Predictor:
     """A Predictor from `save_variables`' files: the RGB path of the network meta.json's config
     describes, its variables read from variables.npz and checked leaf by leaf."""

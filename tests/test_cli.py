@@ -230,3 +230,18 @@ def test_tfds_build_unknown_name_is_one_usage_line(capsys):
                           "dataset") and "synthetic_hands/source_tiny" in err
     assert err.count("synthetic_hands/") <= 6
     tfds_build.check_names(["synthetic_hands/source_tiny", "rhd"])
+
+
+def test_train_names_a_truncated_init_variables_file_before_any_work(tmp_path):
+    import shutil
+
+    shutil.copytree(os.path.join(ROOT_DIR, "assets", "demo_pretrained"), tmp_path / "net")
+    npz = tmp_path / "net" / "variables.npz"
+    npz.write_bytes(npz.read_bytes()[:1000])
+    proc = _tool("tools.train", "--config=configs/smoke.py", f"--workdir={tmp_path / 'w'}",
+                 f"--config.data.data_dir={tmp_path / 'd'}",
+                 f"--config.model.init_variables={tmp_path / 'net'}", timeout=120)
+    assert proc.returncode == 1
+    line = _one_line(proc, "train")
+    assert "variables.npz cannot be read, it is truncated" in line, line
+    assert not (tmp_path / "d").exists()  # nothing rendered

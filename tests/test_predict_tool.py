@@ -179,3 +179,20 @@ def test_a_damaged_export_names_the_file_and_the_fix(model_dir, tmp_path, damage
         match = r"holds variables.npz but not meta.json"
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         export.load(str(path))
+
+
+def test_a_truncated_init_variables_file_is_named_before_any_work(tmp_path):
+    import shutil
+
+    shutil.copytree(SHIPPED, tmp_path / "net")
+    npz = tmp_path / "net" / "variables.npz"
+    export.check_network_file(str(tmp_path / "net"))  # intact: fine
+    export.check_network_file("")  # unset: fine
+    export.check_network_file(str(tmp_path / "nope"))  # missing: the loader names it
+    npz.write_bytes(npz.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"--config.model.init_variables=.*net: .*variables.npz "
+                                         r"cannot be read, it is truncated"):
+        export.check_network_file(str(tmp_path / "net"))
+    npz.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:0\n")
+    with pytest.raises(ValueError, match="git-lfs pointer: run git lfs pull"):
+        export.check_network_file(str(tmp_path / "net"))

@@ -41,9 +41,11 @@ def main(argv: list[str]) -> None:
     cli.check_directory("workdir", _WORKDIR.value)
     cli.check_directory("data_dir", _DATA_DIR.value)
     cpu.split_cpu_into_devices(_CPU_DEVICES.value)
+    from hpe_jax import export
     from hpe_jax.experiments.ablation import run_table
 
     config = _CONFIG.value
+    export.check_network_file(config.model.init_variables)
     if not config.data.data_dir:
         config.data.data_dir = os.path.abspath(_DATA_DIR.value)
     os.makedirs(_WORKDIR.value, exist_ok=True)

@@ -43,9 +43,11 @@ def main(argv: list[str]) -> None:
 
     compile_cache.enable()  # persistent XLA cache, docs/usage.md "Compilation cache"
     cpu.keep_tensorflow_off_accelerators()
+    from hpe_jax import export
     from hpe_jax.experiments.demo import run_demo
 
     config = _CONFIG.value
+    export.check_network_file(config.model.init_variables)
     config.data.data_dir = os.path.abspath(_DATA_DIR.value)
     os.makedirs(_WORKDIR.value, exist_ok=True)
     run_demo(config, _WORKDIR.value, export_dir=_EXPORT.value)

@@ -50,8 +50,11 @@ def main(argv: list[str]) -> None:
     cpu.keep_tensorflow_off_accelerators()
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
+    from hpe_jax import export
     from hpe_jax.data.prepare import prepare_datasets
     from hpe_jax.training.loop import train
+
+    export.check_network_file(_CONFIG.value.model.init_variables)
 
     if jax.process_index() == 0:
         # Renders synthetic_hands and builds a photo-folder target on first use (offline).
