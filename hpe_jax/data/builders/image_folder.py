@@ -239,11 +239,18 @@ class ImageFolder(tfds.core.GeneratorBasedBuilder):
                 logging.warning("image_folder: %d photo(s) have no box and are skipped, e.g. %s",
                                 len(skipped), skipped[0])
             photos = [p for p in photos if p in boxes]
-        for rel in photos:
+        unreadable = 0
+        for n, rel in enumerate(photos, 1):
             try:
                 image, image_bytes = common.read_image(root / rel)
             except common.CorruptFileError as err:
                 logging.warning("image_folder: skipping %s", err)
+                unreadable += 1
+                if unreadable == n == len(photos):  # else TFDS's 'No examples were yielded'
+                    raise common.CorruptFileError(
+                        f"none of the {n} photo(s) in {root} can be read (e.g. {err}); pass a "
+                        "folder of .jpg/.jpeg/.png photos as --config.data.image_folder"
+                        ) from None
                 continue
             height, width = image.shape[:2]
             if boxes is None:

@@ -88,6 +88,15 @@ def test_bad_boxes_name_the_entry(tmp_path, boxes, message):
         _build(tmp_path, tmp_path / "data", "train")
 
 
+def test_a_folder_of_unreadable_photos_names_them_not_an_empty_split(tmp_path):
+    for i in range(3):
+        (tmp_path / "photos" / f"{i}.jpg").parent.mkdir(exist_ok=True)
+        (tmp_path / "photos" / f"{i}.jpg").write_text("not a photo")
+    with pytest.raises(common.CorruptFileError, match=r"none of the 3 photo\(s\) in .*photos "
+                                                      r"can be read \(e\.g\. cannot decode"):
+        _build(tmp_path / "photos", tmp_path / "data", "train")
+
+
 def test_unprepared_without_folder_says_what_to_pass(tmp_path):
     with pytest.raises(common.ManualDirError, match=r"--config.data.image_folder=DIR"):
         image_folder.prepare("", str(tmp_path))
