@@ -130,6 +130,11 @@ def test_a_photo_missing_from_the_boxes_is_a_warning(model_dir, tmp_path, caplog
     assert any("no box" in r.getMessage() and "b.png" in r.getMessage() for r in caplog.records)
 
 
+def test_a_missing_image_is_called_missing_not_unreadable(tmp_path):
+    with pytest.raises(ValueError, match=r"nope.png': no such file$"):
+        predict_tool.read_image(str(tmp_path / "nope.png"))
+
+
 def test_malformed_boxes_name_the_image_and_the_expected_shape():
     with pytest.raises(ValueError, match=r"boxes_json for '/p/a.png' must hold numbers"):
         predict_tool._per_image({"a.png": [1, "a", 3, 4]}, ["/p/a.png"], "boxes_json", (4,),

@@ -55,6 +55,8 @@ def read_image(path: str) -> np.ndarray:
     """uint8 (H, W, 3) RGB of an image file (grayscale and RGBA are converted)."""
     from PIL import Image, UnidentifiedImageError
 
+    if not os.path.isfile(path):
+        raise ValueError(f"{path!r}: no such file")
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"), np.uint8)

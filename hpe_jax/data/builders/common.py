@@ -21,6 +21,7 @@ import io
 import json
 import pickle
 import random
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,7 +82,8 @@ def read_image(path: epath.Path) -> tuple[np.ndarray, bytes]:
         with Image.open(io.BytesIO(data)) as img:
             rgb = np.asarray(img.convert("RGB"))
     except Exception as err:  # PIL raises several unrelated types for bad files.
-        raise CorruptFileError(f"cannot decode image {path}: {err}") from err
+        reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", " (not an image)", str(err))
+        raise CorruptFileError(f"cannot decode image {path}: {reason}") from err
     return rgb, data
 
 

@@ -93,8 +93,9 @@ def test_a_folder_of_unreadable_photos_names_them_not_an_empty_split(tmp_path):
         (tmp_path / "photos" / f"{i}.jpg").parent.mkdir(exist_ok=True)
         (tmp_path / "photos" / f"{i}.jpg").write_text("not a photo")
     with pytest.raises(common.CorruptFileError, match=r"none of the 3 photo\(s\) in .*photos "
-                                                      r"can be read \(e\.g\. cannot decode"):
+                                                      r"can be read \(e\.g\. cannot decode") as e:
         _build(tmp_path / "photos", tmp_path / "data", "train")
+    assert "BytesIO" not in str(e.value)  # PIL's in-memory file, not the user's
 
 
 def test_unprepared_without_folder_says_what_to_pass(tmp_path):
