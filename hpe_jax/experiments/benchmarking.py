@@ -270,7 +270,6 @@ def prepared_train_step(config: ml_collections.ConfigDict, phase: str) -> tuple[
     if phase == "pretrain":
         step = train_steps.bind_pretrain(model, config)
     else:
-        state = state.with_teacher()
         step = train_steps.bind_finetune(model, config, normalized_template())
     host_batch, items = phase_batch(config, phase)
     args = (train_steps.replicate(state), to_devices(host_batch, n_dev),

@@ -5,8 +5,8 @@ Start-up order:
   2. else initialise the encoders from converted torchvision weights (`config.model.init_from`);
   3. else from scratch.
 Steps [0, pretrain_steps) pre-train on the labelled source; steps [pretrain_steps, total) fine-tune
-with a labelled source batch and an unlabelled target batch per step. At the switch the EMA teacher
-is created from the student and a checkpoint is written.
+with a labelled source batch and an unlabelled target batch per step. At the switch a checkpoint is
+written and the teacher (in the state from step 0) is reset to a copy of the student.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
             if want != phase:
                 if want == "finetune":
                     rstate = switch.enter_finetuning(config, run.model, rstate, run.manager,
-                                                     plan.pretrain_steps, step, run.ema_teacher)
+                                                     plan.pretrain_steps, step)
                     epsilon = switch.finetune_epsilon(config, run.model, rstate, workdir)
                     if epsilon is not None:
                         p_finetune = _traced_once(
@@ -282,7 +282,7 @@ class _Run:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config = config
-        self.ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before compiling
+        check_teacher(config.finetune.teacher)  # before compiling
         steps.check_options(config)
         phase_augment(config, "pretrain")  # refuses a bad data.source_occlusion_phases now
         phase_loss(config, "pretrain")  # and a bad loss.label_huber_phases
@@ -293,9 +293,7 @@ class _Run:
         self.model = build_model(config.model, "batch")
         self.manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
         state = initial_state(config, self.model, tx)
-        resumed = checkpoint.restore_latest(self.manager, state,
-                                            pretrain_steps=plan.pretrain_steps,
-                                            ema_teacher=self.ema_teacher)
+        resumed = checkpoint.restore_latest(self.manager, state)
         if resumed is not None:
             state = resumed
             logging.info("Resumed from step %d in %s", int(state.step), workdir)

@@ -76,7 +76,8 @@ def pretrain_step(
         return total, (metrics, updated["batch_stats"])
 
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    return _finish_step(state, grads, batch_stats, metrics, axis_name)
+    new_state, metrics = _finish_step(state, grads, batch_stats, metrics, axis_name)
+    return new_state.teacher_follows(), metrics  # the teacher is the student until the switch
 
 
 def apply_labelled(model: nn.Module, variables: dict, rgb: jnp.ndarray,
@@ -344,10 +345,11 @@ def finetune_step(
         jnp.sum(jnp.where(finite > 0, labels["confidence"], 0.0)) / jnp.maximum(jnp.sum(finite), 1))
     metrics["pseudo/non_finite"] = 1.0 - jnp.mean(finite)
     new_state, metrics = _finish_step(state, grads, batch_stats, metrics, axis_name)
-    if teacher == "ema" and new_state.teacher_params is not None:
-        new_state = new_state.replace(
-            teacher_params=ema_update(new_state.teacher_params, new_state.params, ema_decay),
-            teacher_batch_stats=ema_update(new_state.teacher_batch_stats, new_state.batch_stats,
-                                           ema_decay),
-        )
+    if teacher == "online":  # the teacher stays the model to deploy: the student
+        return new_state.teacher_follows(), metrics
+    new_state = new_state.replace(
+        teacher_params=ema_update(new_state.teacher_params, new_state.params, ema_decay),
+        teacher_batch_stats=ema_update(new_state.teacher_batch_stats, new_state.batch_stats,
+                                       ema_decay),
+    )
     return new_state, metrics

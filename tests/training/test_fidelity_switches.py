@@ -249,7 +249,6 @@ def test_adabn_batches_set_the_target_batch_statistics_at_the_switch(tiny_data_d
     model = factory.build_model(config.model, "batch")
     state = factory.initial_state(
         config, model, optim.make_optimizer(optim.pretrain_schedule(1e-3, [], 0.1)))
-    state = state.with_teacher()
     out = jax_utils.unreplicate(switch.adapt_batch_stats(config, model, steps.replicate(state)))
     plain = factory.build_model(config.model, None).clone(bn_momentum=0.0)
     batches = switch.iterators(config, "finetune", 0)
