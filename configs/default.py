@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""                       # TFDS data_dir; "" = TFDS default
     c.data.input_size = 256
     c.data.output_size = 0                     # the decoder's heatmap side; 0 = derived at
-                                               # start-up (hpe_jax/config_checks.resolve) from
+                                               # start-up (training/config_checks.resolve) from
                                                # input_size and model.stem_pool / num_deconv
                                                # (64 here); an explicit value must agree with it
     c.data.depth_cube_mm = 300.0               # depth normalisation cube (pipeline.normalize_depth)

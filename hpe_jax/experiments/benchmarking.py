@@ -473,7 +473,7 @@ def run_benchmarks(
         "jax_version": jax.__version__,
         "model": {**{k: config.model[k] for k in ("resnet_depth", "width", "deconv_features",
                                                   "proj_hidden", "proj_dim", "dtype")},
-                  "scan_blocks": bool(config.model.get("scan_blocks", False))},
+                  "scan_blocks": bool(config.model.scan_blocks)},
         "input_size": config.data.input_size,
         "timing": {"steps": steps, "repeats": repeats, "warmup": warmup},
     }

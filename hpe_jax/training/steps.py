@@ -46,7 +46,7 @@ def pretrain_step(
     *,
     model: nn.Module,
     loss: LossConfig,
-    fused_depth: str = "measured",
+    fused_depth: str,
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
     """One pre-training step on a labelled multimodal batch (pipeline keys, per device).
@@ -202,7 +202,7 @@ def check_options(config: ml_collections.ConfigDict) -> None:
 
 def two_pass(
     model: nn.Module, variables: dict, image: jnp.ndarray, *, train: bool,
-    bn_stats: str = "shared",
+    bn_stats: str | None = None,
 ) -> tuple[dict, dict, Any]:
     """`DualModalityNet.two_pass` on `image` (N, S, S, 3): returns (y_R, y_F, batch_stats).
 
@@ -211,13 +211,14 @@ def two_pass(
     'shared' threads them through both passes (the RGB encoder and the decoder end up averaging
     plain and attention-fused features); 'target' keeps pass 1's for the RGB encoder, the decoder
     and the projections (the statistics of the deployed RGB-only path) and takes only the depth
-    encoder's from pass 2 (its only pass). In inference mode the variables' own come back.
+    encoder's from pass 2 (its only pass). In inference mode the variables' own come back (and
+    `bn_stats` is not read).
     """
-    if bn_stats not in BN_STATS_MODES:
-        raise ValueError(f"finetune.bn_stats={bn_stats!r} is not one of {BN_STATS_MODES}.")
     if not train:
         y_r, y_f = model.apply(variables, image, method=DualModalityNet.two_pass)
         return y_r, y_f, variables["batch_stats"]
+    if bn_stats not in BN_STATS_MODES:
+        raise ValueError(f"finetune.bn_stats={bn_stats!r} is not one of {BN_STATS_MODES}.")
     keep_first = bn_stats == "target"
     (y_r, y_f), updated = model.apply(
         variables, image, train=True, keep_first_pass_stats=keep_first,
@@ -270,11 +271,11 @@ def finetune_step(
     model: nn.Module,
     loss: LossConfig,
     template: jnp.ndarray,
-    teacher: str = "ema",
-    ema_decay: float = 0.999,
-    bn_stats: str = "shared",
-    source_view: str = "plain",
-    fused_depth: str = "measured",
+    teacher: str,
+    ema_decay: float,
+    bn_stats: str,
+    source_view: str,
+    fused_depth: str,
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
     """One fine-tuning step: L_finetune = L_s + lambda_dist L_d + lambda_l L_l (Eq. 8-11).

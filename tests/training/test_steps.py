@@ -116,7 +116,8 @@ _MULTI = textwrap.dedent("""
     for n in (1, 4):
         # Not steps.bind_pretrain: this pmap runs on a subset of the devices.
         step = jax.pmap(functools.partial(steps.pretrain_step, model=model,
-                                          loss=LossConfig.from_config(config.loss)),
+                                          loss=LossConfig.from_config(config.loss),
+                                          fused_depth="measured"),
                         axis_name="batch", devices=jax.local_devices()[:n])
         rng = jax.random.split(jax.random.PRNGKey(0), n)
         rstate = steps.replicate(state, jax.local_devices()[:n])
@@ -245,7 +246,7 @@ def test_pretrain_step_with_scanned_blocks_equals_unrolled():
     outs = []
     for model, v in ((unrolled, unrolled_vars), (scanned, variables)):
         step = jax.jit(functools.partial(steps.pretrain_step, model=model, loss=loss,
-                                         axis_name=None))
+                                         fused_depth="measured", axis_name=None))
         start = TrainState.create(v, sgd)
         new, metrics = step(start, batch, jax.random.PRNGKey(0))
         grads = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), start.params, new.params)
