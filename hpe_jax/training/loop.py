@@ -94,8 +94,6 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
         str(config.pretrain.decay), plan.pretrain_steps,
         float(config.pretrain.final_lr_factor),
         plan.pretrain_steps if plan.finetune_steps else None, float(config.finetune.lr),
-        str(config.finetune.decay), plan.finetune_steps,
-        float(config.finetune.final_lr_factor),
         float(config.optim.b1), float(config.optim.b2), float(config.optim.clip_norm))
 
 
@@ -105,13 +103,10 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
 @functools.lru_cache(maxsize=16)
 def _optimizer(lr: float, boundaries: tuple[int, ...], factor: float, warmup_steps: int,
                decay: str, total_steps: int, final_factor: float, switch_step: int | None,
-               finetune_lr: float, finetune_decay: str, finetune_steps: int,
-               finetune_final_factor: float, b1: float, b2: float, clip_norm: float):
+               finetune_lr: float, b1: float, b2: float, clip_norm: float):
     pre = optim.pretrain_schedule(lr, list(boundaries), factor, warmup_steps, decay, total_steps,
                                   final_factor)
-    post = optim.finetune_schedule(finetune_lr, finetune_decay, finetune_steps,
-                                   finetune_final_factor)
-    schedule = optim.joined_schedule(pre, switch_step, post)
+    schedule = optim.joined_schedule(pre, switch_step, finetune_lr)
     return optim.make_optimizer(schedule, b1, b2, clip_norm), schedule
 
 
@@ -289,7 +284,7 @@ class _Run:
         config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
         config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
         self.plan = plan = make_plan(config)
-        tx, self.schedule = make_optimizer(config, plan)  # refuses a bad pretrain / finetune.decay
+        tx, self.schedule = make_optimizer(config, plan)  # refuses a bad pretrain.decay
         self.model = build_model(config.model, "batch")
         self.manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
         state = initial_state(config, self.model, tx)

@@ -135,7 +135,6 @@ def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template:
     return _pmapped(finetune_step, model, loss, template=_hashable(template),
                     teacher=ft.teacher, ema_decay=float(ft.ema_decay),
                     bn_stats=ft.bn_stats,
-                    source_view=ft.source_view,
                     fused_depth=config.pretrain.fused_depth)
 
 
@@ -185,7 +184,6 @@ def replicate(tree: Any, devices: list | None = None) -> Any:
 
 BN_STATS_MODES = ("shared", "target")
 FUSED_DEPTH_MODES = ("measured", "predicted")
-SOURCE_VIEWS = ("plain", "textured")
 
 
 def check_options(config: ml_collections.ConfigDict) -> None:
@@ -194,8 +192,7 @@ def check_options(config: ml_collections.ConfigDict) -> None:
     for field, value, allowed in (
             ("pretrain.fused_depth", config.pretrain.fused_depth,
              FUSED_DEPTH_MODES),
-            ("finetune.bn_stats", config.finetune.bn_stats, BN_STATS_MODES),
-            ("finetune.source_view", config.finetune.source_view, SOURCE_VIEWS)):
+            ("finetune.bn_stats", config.finetune.bn_stats, BN_STATS_MODES)):
         if value not in allowed:
             raise ValueError(f"{field}={value!r} is not one of {allowed}.")
 
@@ -274,7 +271,6 @@ def finetune_step(
     teacher: str,
     ema_decay: float,
     bn_stats: str,
-    source_view: str,
     fused_depth: str,
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
@@ -292,16 +288,11 @@ def finetune_step(
         'target' mode, so the statistics that inference (the teacher, evaluation, export) uses
         are those of the RGB path on target images (AdaBN's observation: a domain's own
         normalisation statistics remove much of an appearance shift).
-      source_view: the labelled RGB image L_s supervises: 'plain' (G(x), the paper) or
-        'textured' (T(G(x)), the positive view the pipeline also delivers: the same labels under
-        colour, blur and noise changes).
       fused_depth: the fused way's depth input in L_s's labelled pass, as in pre-training
         (`pretrain.fused_depth`, `apply_labelled`).
     """
     del rng
     check_teacher(teacher)  # at trace time: "EMA" must not silently mean "online"
-    if source_view not in SOURCE_VIEWS:
-        raise ValueError(f"finetune.source_view={source_view!r} is not one of {SOURCE_VIEWS}.")
     src, tgt = batch["source"], batch["target"]
     # Pseudo-labels from the teacher on the weak view (inference mode, no gradient).
     t_vars = state.teacher_variables if teacher == "ema" else state.variables
@@ -318,8 +309,7 @@ def finetune_step(
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        rgb = src["image_pos"] if source_view == "textured" else src["image"]
-        out, upd = apply_labelled(model, variables, rgb, src_depth, loss, fused_depth)
+        out, upd = apply_labelled(model, variables, src["image"], src_depth, loss, fused_depth)
         l_s, metrics = supervised_loss(out, src, loss)
         start = upd["batch_stats"] if bn_stats == "shared" else state.batch_stats
         variables = {"params": params, "batch_stats": start}

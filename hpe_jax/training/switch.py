@@ -2,8 +2,8 @@
 input iterators, AdaBN's target statistics, the calibrated epsilon and rho's template.
 
 `enter_finetuning` runs once when the loop reaches the first fine-tuning step: it writes the
-switch checkpoint (the pre-trained baseline), resets the teacher to a copy of the student, resets
-Adam's moments where asked and re-estimates BatchNorm statistics on target images (AdaBN);
+switch checkpoint (the pre-trained baseline), resets the teacher to a copy of the student and
+re-estimates BatchNorm statistics on target images (AdaBN); Adam's moments carry over;
 `finetune_epsilon` then calibrates epsilon (or reads it back on resume). A run resumed after the
 switch passes through neither: its checkpoint holds the teacher, statistics and epsilon file.
 """
@@ -27,7 +27,7 @@ from hpe_jax.objectives.pseudo_labels import (
     normalized_template,
     template_from_bone_ratios,
 )
-from hpe_jax.training import checkpoint, optim, steps
+from hpe_jax.training import checkpoint, steps
 from hpe_jax.training.phases import phase_augment
 from hpe_jax.training.state import TrainState
 
@@ -164,16 +164,13 @@ def enter_finetuning(config: ml_collections.ConfigDict, model, rstate: TrainStat
     """The replicated state as fine-tuning starts at `step`: unchanged when resumed after the
     switch (its checkpoint holds the fine-tuning teacher, moments and statistics); at the switch
     the switch checkpoint is written (when there was pre-training), the teacher reset to a copy
-    of the student, Adam's moments reset (`finetune.reset_optimizer`) and AdaBN applied
-    (`finetune.adabn_batches`)."""
+    of the student and AdaBN applied (`finetune.adabn_batches`)."""
     if step > pretrain_steps:
         return rstate
     if pretrain_steps > 0:
         checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
     # After the switch checkpoint was saved, so a run resumed from it resets the same way.
     rstate = rstate.with_teacher()
-    if config.finetune.reset_optimizer:
-        rstate = rstate.replace(opt_state=jax.pmap(optim.reset_adam_moments)(rstate.opt_state))
     if config.finetune.adabn_batches > 0:
         rstate = adapt_batch_stats(config, model, rstate)
     logging.info("Step %d: switching to fine-tuning", step)

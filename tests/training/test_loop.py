@@ -198,11 +198,9 @@ def test_unknown_teacher_is_refused_at_start_up(tiny_data_dir, tmp_path, monkeyp
         loop.train(config, str(tmp_path))
 
 
-@pytest.mark.parametrize("field, value", [("finetune.source_view", "augmented"),
-                                          ("finetune.bn_stats", "domain"),
+@pytest.mark.parametrize("field, value", [("finetune.bn_stats", "domain"),
                                           ("pretrain.fused_depth", "rendered"),
-                                          ("pretrain.decay", "exp"),
-                                          ("finetune.decay", "step")])
+                                          ("pretrain.decay", "exp")])
 def test_unknown_step_option_is_refused_at_start_up(tiny_data_dir, tmp_path, monkeypatch,
                                                    field, value):
     config = tiny_config(tiny_data_dir)

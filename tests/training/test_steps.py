@@ -191,27 +191,6 @@ def test_finetune_bn_stats_target_keeps_only_the_target_pass():
     assert _rgb_stats_are_one_target_pass(config, state, batch, new)
 
 
-@pytest.mark.slow
-def test_finetune_textured_source_view_supervises_the_positive_image():
-    """source_view='textured': the step on a batch is the plain step on the same batch with its
-    image replaced by the texture-augmented positive (same labels)."""
-    config = tiny_config()
-    model, state = _state(config)
-    source = labelled_batch(2)
-    swapped = dict(source, image=source["image_pos"])
-    target = unlabelled_batch(2)
-    rng = jax.random.split(jax.random.PRNGKey(0), 1)
-    out = {}
-    for name, view, src in (("textured", "textured", source), ("plain", "plain", swapped),
-                            ("plain_own", "plain", source)):
-        config.finetune.update(teacher="ema", ema_decay=0.5, source_view=view)
-        step = steps.bind_finetune(model, config, normalized_template())
-        batch = {"source": shard(src, 1), "target": shard(target, 1)}
-        out[name] = float(step(steps.replicate(state), batch, rng)[1]["L_s"][0])
-    assert out["textured"] == pytest.approx(out["plain"], rel=1e-6)
-    assert out["textured"] != pytest.approx(out["plain_own"], rel=1e-3)
-
-
 def test_finetune_bn_stats_refuses_unknown_mode():
     config = tiny_config()
     model, state = _state(config)
