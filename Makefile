@@ -59,7 +59,7 @@ real: setup
 # worker. Only crashes: --only-rerun names no real exception, so an ordinary failure (an assertion,
 # an error) is never rerun; the plugin reschedules a crashed worker's test apart from that filter.
 #
-# `make test` (what CI runs) leaves out the ten tests marked `slow`: end-to-end and multi-process
+# `make test` (what CI runs) leaves out the eight tests marked `slow`: end-to-end and multi-process
 # runs of a minute or more each (listed in docs/testing.md), kept near 10 minutes; `make test-all` runs
 # every test: run it before changing what those tests cover. Measured 2026-11-28 on a 2-core
 # Xeon (tests/conftest.py turns XLA's LLVM optimisations off): 482 s, and 338 s for the slow ones.

@@ -76,11 +76,7 @@ def measure(config_path: str, step_name: str, scan_blocks: bool, batch: int) -> 
         lambda r: model.init(r, jnp.zeros((1, S, S, 3)), jnp.zeros((1, S, S, 1)), train=False),
         jax.random.PRNGKey(0))
 
-    def make_state(v):
-        state = TrainState.create(v, tx)
-        return state if step_name == "pretrain" else state.with_teacher()
-
-    state = jax.eval_shape(make_state, variables)
+    state = jax.eval_shape(lambda v: TrainState.create(v, tx), variables)
     if step_name == "pretrain":
         step = steps.bind_pretrain(model, config)
     else:

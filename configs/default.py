@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""                       # TFDS data_dir; "" = TFDS default
     c.data.input_size = 256
     c.data.output_size = 0                     # the decoder's heatmap side; 0 = derived at
-                                               # start-up (hpe_jax/config_checks.resolve) from
+                                               # start-up (training/config_checks.resolve) from
                                                # input_size and model.stem_pool / num_deconv
                                                # (64 here); an explicit value must agree with it
     c.data.depth_cube_mm = 300.0               # depth normalisation cube (pipeline.normalize_depth)
@@ -76,10 +76,6 @@ def get_config() -> ml_collections.ConfigDict:
                                                # "subpixel" (the same function as a 3x3 conv +
                                                # depth-to-space; faster on XLA:CPU) or "auto"
                                                # (subpixel on CPU, transpose on GPU/TPU)
-    c.model.fused_projection = "rgb"           # z_F's projection head: "rgb" (default: s_F is
-                                               # E_R's features re-weighted by depth attention,
-                                               # so it shares E_R's head) or "own" (a third head;
-                                               # the paper leaves it open)
     c.model.dtype = "float32"                  # or "bfloat16" (params stay float32)
     c.model.bn_cross_device = True             # BatchNorm statistics over all devices
     c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision):
@@ -97,11 +93,6 @@ def get_config() -> ml_collections.ConfigDict:
                                                # pixels), keeping the paper's loss balance and
                                                # epsilon at any output size; 0 = derived at
                                                # start-up (1.0 here), explicit values must agree
-    c.loss.use_visibility = False              # weight l(p, p_gt) of labelled joints by their
-                                               # visibility (0: occluded or pushed off the crop
-                                               # by augmentation, where the soft-argmax cannot
-                                               # reach). Default False = every joint (the papers'
-                                               # loss; labels of occluded joints still teach)
     c.loss.heatmap_weight = 0.0                # auxiliary KL(Gaussian || soft-argmax map) on
                                                # labelled joints (objectives/heatmap.py); not in
                                                # the paper (0 = off); the CPU configs use it to
@@ -117,13 +108,6 @@ def get_config() -> ml_collections.ConfigDict:
                                                # 0 = the paper's squared l; the confidence C and
                                                # epsilon keep the squared l either way
     c.loss.heatmap_sigma = 1.0                 # its Gaussian's std, output-heatmap pixels
-    c.loss.heatmap_pseudo_weight = 0.0         # the same KL on kept pseudo-labels, inside L_l
-                                               # (0 = off, the paper's L_l)
-    c.loss.supervise_positives = False         # L_s also on the texture-augmented positives
-                                               # T(G(x)) (same labels; computed for L_c anyway),
-                                               # averaged with the view's. The paper names L_s on
-                                               # the labelled samples only (False); off in every
-                                               # config (docs/method_choices.md)
     c.loss.lambda_m = 100.0                    # mask L1 weight
     c.loss.lambda_dm = 50.0                    # depth-map L1: the paper's "lambda_d = 50"
     c.loss.lambda_c = 0.1                      # contrastive weight
@@ -182,19 +166,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.finetune.epochs = 6                      # 0 disables fine-tuning; epochs of the target split
     c.finetune.batch_size = 20                 # labelled synthetic batch per step (global)
     c.finetune.unlabelled_batch_size = 20      # unlabelled real batch per step (global)
-    c.finetune.lr = 2.5e-5
-    c.finetune.decay = "constant"              # the fine-tuning lr over the stage: "constant"
-                                               # (the paper) or "cosine" / "linear" down to
-                                               # lr * final_lr_factor at the last step
-    c.finetune.final_lr_factor = 0.0           # for decay="cosine" / "linear"
+    c.finetune.lr = 2.5e-5                     # constant over the stage (the paper); Adam's
+                                               # moments carry over the switch
     c.finetune.teacher = "ema"                 # "ema" (this project) or "online" (the paper)
     c.finetune.ema_decay = 0.999
-    c.finetune.reset_optimizer = False         # Adam's moments at the switch: carried over from
-                                               # pre-training (default: one optimizer for the
-                                               # whole run, no bias-correction restart at the
-                                               # low fine-tuning lr) or True = reset to a fresh
-                                               # Adam (a new optimizer for the fine-tuning stage;
-                                               # the paper is silent); the lr schedule continues
     c.finetune.adabn_batches = 0               # > 0: at the switch, the BatchNorm running
                                                # statistics (student and teacher) become the
                                                # mean batch statistics of this many target
@@ -206,9 +181,6 @@ def get_config() -> ml_collections.ConfigDict:
                                                # passes, the paper is silent) or "target" (the
                                                # target RGB pass; the depth encoder's from the
                                                # fused pass); see training/steps.py
-    c.finetune.source_view = "plain"           # the labelled image L_s supervises in
-                                               # fine-tuning: "plain" G(x) (the paper) or
-                                               # "textured" T(G(x)) (colour, blur, noise)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.b1 = 0.9

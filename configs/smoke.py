@@ -18,9 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = default.get_config()
     c.data.source = "synthetic_hands/source_tiny"
     c.data.target = "synthetic_hands/target_tiny"
-    c.data.input_size = 32
-    c.data.output_size = 8
-    c.loss.uv_scale = 64 / 8
+    c.data.input_size = 32          # output_size 8 and uv_scale 8, derived (config_checks)
     c.model.resnet_depth = 18
     c.model.width = 0.125
     c.model.deconv_features = 16

@@ -10,13 +10,16 @@ from flax import traverse_util
 
 from configs import smoke
 from hpe_jax.experiments.benchmarking import synthetic_labelled_batch, synthetic_unlabelled_batch
+from hpe_jax.training import config_checks
 
 
 def tiny_config(data_dir: str = "") -> ml_collections.ConfigDict:
-    """configs/smoke.py: a 32-px, width-1/8 ResNet-18 on the tiny synthetic_hands configs."""
+    """configs/smoke.py: a 32-px, width-1/8 ResNet-18 on the tiny synthetic_hands configs, its
+    derived sizes filled (output_size 8, uv_scale 8: tests call the pipeline, losses and steps
+    directly, without the start-up that training runs)."""
     c = smoke.get_config()
     c.data.data_dir = data_dir
-    return c
+    return config_checks.resolve(c)
 
 
 def tiny_run_config(data_dir: str = "") -> ml_collections.ConfigDict:

@@ -14,19 +14,22 @@ CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 RHD_TO = ["rhd_to:stb", "rhd_to:freihand", "rhd_to:h3d", "rhd_to:mvhand"]
 
 
-def _parse_config_flag(value):
-    """`--config=<value>` through a config file flag, as the tools define it (ml_collections
-    passes the text after ':' to get_config)."""
+def _parse_config_flag(value, overrides=()):
+    """`--config=<value>` (then `overrides`, e.g. "--config.data.input_size=64") through a
+    config file flag, as the tools define it (ml_collections passes the text after ':' to
+    get_config)."""
+    argv = ["test", f"--config={value}", *overrides]
     flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, flag_values=flag_values)
-    flag_values(["test", f"--config={value}"])
+    config_flags.DEFINE_config_file("config", None, flag_values=flag_values, sys_argv=argv)
+    flag_values(argv)
     return flag_values.config
 
 
-def _load(name):
+def _load(name, overrides=()):
     """A shipped config by name, `rhd_to:stb` for --config=configs/rhd_to.py:stb."""
     path, _, arg = name.partition(":")
-    return _parse_config_flag(os.path.join(CONFIGS_DIR, path + ".py") + (":" + arg if arg else ""))
+    return _parse_config_flag(os.path.join(CONFIGS_DIR, path + ".py") + (":" + arg if arg else ""),
+                              overrides)
 
 
 def test_default_sizes_are_derived_from_the_input_size_and_the_model():
@@ -85,8 +88,26 @@ def test_rhd_to_without_a_known_target_names_the_valid_ones(arg):
         _parse_config_flag(os.path.join(CONFIGS_DIR, "rhd_to.py") + arg)
 
 
+@pytest.mark.parametrize("name, overrides, sizes", [
+    ("smoke", ["--config.data.input_size=64"], (16, 4.0)),
+    ("smoke", ["--config.data.input_size=64", "--config.data.output_size=16"], (16, 4.0)),
+    ("reproduce", ["--config.data.input_size=128"], (32, 2.0)),
+    ("reproduce", ["--config.model.num_deconv=3"], (32, 2.0)),
+    ("demo", ["--config.data.input_size=32"], (8, 8.0)),
+    ("rhd_to:stb", ["--config.data.input_size=128"], (32, 2.0)),
+])
+def test_a_command_line_size_override_keeps_the_derived_sizes_consistent(name, overrides, sizes):
+    """No shipped config copies output_size or uv_scale: both are derived at start-up from
+    data.input_size and the model, so overriding either size on the command line keeps them
+    consistent (an explicit output_size must agree, and uv_scale follows it)."""
+    c = _load(name, overrides)
+    config_checks.resolve(c)
+    assert (c.data.output_size, c.loss.uv_scale) == sizes
+
+
 def test_inconsistent_explicit_sizes_are_refused_with_both_values_and_the_fix():
     c = smoke.get_config()  # 32 px in, stride 32, 3 upsamplings: 8 px out
+    c.data.output_size = 8
     c.data.input_size = 64
     with pytest.raises(ValueError, match=r"data.output_size=8 but data.input_size=64.*gives 16; "
                                          r"set data.output_size=16 or 0"):

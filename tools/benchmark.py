@@ -8,7 +8,7 @@ A CPU-sized run (the numbers in docs/benchmarks.md):
     python -m tools.benchmark --config=configs/default.py --output=runs/bench/cpu.json \
         --config.model.resnet_depth=18 --config.model.width=0.25 \
         --config.model.deconv_features=64 --config.model.proj_hidden=128 \
-        --config.model.proj_dim=64 --config.data.input_size=64 --config.data.output_size=16 \
+        --config.model.proj_dim=64 --config.data.input_size=64 \
         --config.pretrain.batch_size=16 --config.finetune.batch_size=8 \
         --config.finetune.unlabelled_batch_size=8 --config.eval_batch_size=64
 

@@ -270,7 +270,6 @@ def prepared_train_step(config: ml_collections.ConfigDict, phase: str) -> tuple[
     if phase == "pretrain":
         step = train_steps.bind_pretrain(model, config)
     else:
-        state = state.with_teacher()
         step = train_steps.bind_finetune(model, config, normalized_template())
     host_batch, items = phase_batch(config, phase)
     args = (train_steps.replicate(state), to_devices(host_batch, n_dev),
@@ -474,7 +473,7 @@ def run_benchmarks(
         "jax_version": jax.__version__,
         "model": {**{k: config.model[k] for k in ("resnet_depth", "width", "deconv_features",
                                                   "proj_hidden", "proj_dim", "dtype")},
-                  "scan_blocks": bool(config.model.get("scan_blocks", False))},
+                  "scan_blocks": bool(config.model.scan_blocks)},
         "input_size": config.data.input_size,
         "timing": {"steps": steps, "repeats": repeats, "warmup": warmup},
     }

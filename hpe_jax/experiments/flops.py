@@ -35,6 +35,7 @@ from typing import Any
 
 import ml_collections
 
+from hpe_jax.hand import skeleton
 from hpe_jax.models.resnet import STAGE_PLANES, resnet_spec, scaled_channels
 
 KINDS = ("conv", "deconv", "dense", "attention", "readout", "contrast")
@@ -148,9 +149,9 @@ def attention(c: FlopCount, sites: list[tuple[int, int]], *, n: int, fused: bool
 def _model_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
     m = config.model
     return dict(depth=m.resnet_depth, width=m.width, features=m.deconv_features,
-                hidden=m.proj_hidden, dim=m.proj_dim, joints=m.get("num_joints", 21),
-                size=config.data.input_size, stem_pool=m.get("stem_pool", True),
-                num_deconv=m.get("num_deconv", 3))
+                hidden=m.proj_hidden, dim=m.proj_dim, joints=skeleton.NUM_JOINTS,
+                size=config.data.input_size, stem_pool=m.stem_pool,
+                num_deconv=m.num_deconv)
 
 
 def network(c: FlopCount, config: ml_collections.ConfigDict, *, n: int, train: bool,
@@ -219,7 +220,7 @@ def pretrain_step(config: ml_collections.ConfigDict) -> FlopCount:
             terms.append(("rgb", "depth"))
     projections = tuple(w for w in ways if any(w in t for t in terms))
     c = FlopCount()
-    if config.pretrain.get("fused_depth", "measured") == "predicted" and loss.use_fused:
+    if config.pretrain.fused_depth == "predicted" and loss.use_fused:
         # The fused way in its own apply on the RGB way's depth map: E_D runs a second time.
         first = tuple(w for w in ways if w != "fused")
         network(c, config, n=n, train=True, ways=first, heads=first,

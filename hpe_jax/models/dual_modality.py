@@ -52,10 +52,6 @@ from hpe_jax.models.resnet import ResNet, resnet_spec
 Array = jax.Array
 
 
-#: `model.fused_projection` choices: z_F through the RGB head, or through its own head.
-FUSED_PROJECTIONS: tuple[str, ...] = ("rgb", "own")
-
-
 class DualModalityNet(nn.Module):
     """E_R, E_D, the shared decoder and the two projection heads.
 
@@ -78,9 +74,6 @@ class DualModalityNet(nn.Module):
         stride is 32 / 2**num_deconv, halved without the stem pool.
       deconv_impl: how the decoder computes its transposed convolutions ('auto', 'transpose',
         'subpixel'; the same function and parameters, `decoder.Deconv`).
-      fused_projection: which head projects the fused embedding z_F: "rgb" (default: the RGB
-        head; s_F is RGB features re-weighted by depth attention, from the same encoder) or
-        "own" (a third head, `fused_projection`; the paper's figure leaves it open).
       dtype: compute dtype (float32 or bfloat16); parameters are float32, outputs float32.
     """
 
@@ -98,7 +91,6 @@ class DualModalityNet(nn.Module):
     stem_pool: bool = True
     scan_blocks: bool = False
     num_deconv: int = 3
-    fused_projection: str = "rgb"
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
@@ -116,12 +108,6 @@ class DualModalityNet(nn.Module):
                                    num_deconv=self.num_deconv, dtype=self.dtype)
         self.rgb_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
         self.depth_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
-        if self.fused_projection not in FUSED_PROJECTIONS:
-            raise ValueError(f"unknown model.fused_projection {self.fused_projection!r}; use one "
-                             f"of {', '.join(repr(m) for m in FUSED_PROJECTIONS)}")
-        if self.fused_projection == "own":
-            self.fused_projection_head = ProjectionHead(self.proj_hidden, self.proj_dim,
-                                                        self.dtype)
 
     def __call__(self, rgb: Array | None = None, depth: Array | None = None, *,
                  train: bool, ways: tuple[str, ...] | None = None
@@ -173,9 +159,9 @@ class DualModalityNet(nn.Module):
                 outs["depth"] = self._head(s_d, self.depth_projection, train)
             if "fused" in ways:
                 s_f = self.rgb_encoder(rgb, train=train, site_hook=fusion_hook)[-1]
-                head = (self.fused_projection_head if self.fused_projection == "own"
-                        else self.rgb_projection)
-                outs["fused"] = self._head(s_f, head, train)
+                # z_F through the RGB head: s_F is E_R's features re-weighted by depth
+                # attention, from the same encoder (the paper's figure leaves it open).
+                outs["fused"] = self._head(s_f, self.rgb_projection, train)
         return outs
 
     def predict_rgb(self, rgb: Array, *, train: bool = False) -> dict[str, Array]:

@@ -49,12 +49,9 @@ class LossConfig:
     distill_stop_gradient: bool
     epsilon: float
     contrast_reduction: str
-    use_visibility: bool
     heatmap_weight: float
     heatmap_sigma: float
-    heatmap_pseudo_weight: float
     pseudo_on: str
-    supervise_positives: bool
     label_huber_delta: float
     target_huber_delta: float
 
@@ -92,15 +89,10 @@ class LossConfig:
             ("fused",) if self.use_fused else ())
 
 
-def targets(batch: Batch, with_maps: bool, use_visibility: bool = False) -> Batch:
-    """The labelled targets of M; with `use_visibility` (config.loss.use_visibility) the pose
-    term is weighted per joint by the batch's visibility (0 for joints that are occluded or
-    that augmentation pushed off the crop, where the soft-argmax cannot reach)."""
+def targets(batch: Batch, with_maps: bool) -> Batch:
+    """The labelled targets of M (every joint counts, visible or not, as in the papers)."""
     keys = ("uv", "z", "mask", "depth_target") if with_maps else ("uv", "z")
-    out = {k: batch[k] for k in keys if k in batch}
-    if use_visibility:
-        out["joint_weights"] = batch["visibility"]
-    return out
+    return {k: batch[k] for k in keys if k in batch}
 
 
 def m_loss(pred: dict, target: Batch, loss: LossConfig, labelled: bool = False) -> dict:
@@ -119,7 +111,7 @@ def m_loss(pred: dict, target: Batch, loss: LossConfig, labelled: bool = False) 
 def supervised_loss(outputs: dict, batch: Batch, loss: LossConfig
                     ) -> tuple[jnp.ndarray, Metrics]:
     """L_s = sum over the enabled ways of M(y_way, labels) (Eq. 2), with per-way metrics."""
-    labels = targets(batch, with_maps=True, use_visibility=loss.use_visibility)
+    labels = targets(batch, with_maps=True)
     total, metrics = 0.0, {}
     for name in loss.ways:
         m = m_loss(outputs[name], labels, loss, labelled=True)
@@ -141,18 +133,11 @@ def pretrain_losses(
 
     `outputs` come from one apply on the two views stacked along the batch axis (first half: the
     geometric view G(x), G(d); second half: the texture-augmented positives). L_s supervises the
-    first half (and, with `supervise_positives`, the second half too, averaged); the switches
-    `use_depth`, `use_fused`, `use_contrast` give the ablations of Table 4.
+    first half (the paper: the labelled samples only); the switches `use_depth`, `use_fused`,
+    `use_contrast` give the ablations of Table 4.
     """
     view, pos = _split(outputs, batch["image"].shape[0])
     total, metrics = supervised_loss(view, batch, loss)
-    if loss.supervise_positives:
-        # The positives are T(G(x)): the same geometry, so the same labels. Their outputs are
-        # computed for L_c anyway; supervising them too doubles the labelled signal per step at
-        # no extra network cost. Averaged, so L_s keeps its scale against lambda_c L_c.
-        total_pos, _ = supervised_loss(pos, batch, loss)
-        total = 0.5 * (total + total_pos)
-        metrics["L_s"] = total
     if loss.use_contrast:
         terms = contrastive_terms(view, pos, loss, axis_name)
         l_c = sum(terms.values())
@@ -197,19 +182,10 @@ def contrastive_terms(
 def pseudo_label_loss(y_r: dict, y_f: dict, pseudo: Batch, loss: LossConfig
                       ) -> tuple[jnp.ndarray, Metrics]:
     """L_l (Eq. 10): the kept pseudo-labels `pseudo` ({'uv', 'z', 'weights'}, in the student's
-    view) supervise p_R, and with `pseudo_on='both'` p_F too (summed); plus, when
-    `heatmap_pseudo_weight > 0`, the auxiliary heatmap KL on them (the soft-argmax alone moves
-    the logits too little, as on labels)."""
+    view) supervise p_R, and with `pseudo_on='both'` p_F too (summed)."""
     ways = (y_r, y_f) if loss.pseudo_on == "both" else (y_r,)
     l_l = sum(m_loss(y, pseudo, loss)["pose"] for y in ways)
-    metrics: Metrics = {}
-    if loss.heatmap_pseudo_weight > 0:
-        heat = sum(heatmap_kl(y["heatmaps"], pseudo["uv"], loss.heatmap_sigma,
-                              pseudo["weights"]) for y in ways)
-        metrics["L_l/heatmap"] = heat
-        l_l = l_l + loss.heatmap_pseudo_weight * heat
-    metrics["L_l"] = l_l
-    return l_l, metrics
+    return l_l, {"L_l": l_l}
 
 
 def distillation_loss(y_r: dict, y_f: dict, loss: LossConfig) -> jnp.ndarray:

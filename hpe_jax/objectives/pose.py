@@ -59,8 +59,7 @@ def multimodal_loss(
       pred: 'uv' (N, J, 2) output pixels, 'z' (N, J), and where the target has them 'mask'
         (N, s, s, 1) probabilities and 'depth_map' (N, s, s, 1) normalised depth.
       target: 'uv', 'z', optional 'mask', 'depth_target' (same shapes), optional 'weights' (N,)
-        per-example weights (e.g. a pseudo-label's keep mask), optional 'joint_weights' (N, J)
-        per-joint weights of l (e.g. visibility; l is then the weighted mean over joints).
+        per-example weights (e.g. a pseudo-label's keep mask).
     Returns:
       dict with 'pose' (l), 'mask' and 'depth_map' (the L1 terms, mean over pixels) averaged over
       the batch (with 'weights': mean over the batch of weight * term, so rejected examples
@@ -78,8 +77,8 @@ def multimodal_loss(
         target = {k: (jnp.where(keep.reshape(keep.shape + (1,) * (v.ndim - 1)), v, 0.0)
                       if k != "weights" else v) for k, v in target.items()}
     per_example = {"pose": pose_distance_25d(pred["uv"], pred["z"], target["uv"], target["z"],
-                                             lambda_z, weights=target.get("joint_weights"),
-                                             uv_scale=uv_scale, huber_delta=huber_delta)}
+                                             lambda_z, uv_scale=uv_scale,
+                                             huber_delta=huber_delta)}
     zero = jnp.zeros_like(per_example["pose"])
     per_example["mask"] = (
         jnp.mean(jnp.abs(pred["mask"] - target["mask"]), axis=(1, 2, 3))

@@ -4,12 +4,14 @@ The state is saved as its flax state dict (plain nested dicts of arrays). Orbax 
 into a temporary directory and renames it when complete, so an interrupted save never leaves a
 checkpoint that `latest_step` would pick up.
 
-Every reading of a training checkpoint is here: `restore` / `restore_latest` (resuming a run,
-with the teacher present exactly after the switch), `load_variables` (the model variables of a
-step, teacher or student) and `load_training_checkpoint` (the same checked against a config, for
-evaluation and export).
+Every reading of a training checkpoint is here: `restore` / `restore_latest` (resuming a run),
+`load_variables` (the model variables of a step, teacher or student) and
+`load_training_checkpoint` (the same checked against a config, for evaluation and export).
+The train state holds its teacher from step 0, so every step's checkpoint has the same tree.
+Checkpoints written before that (no teacher before the switch, or a PRNG key 'rng') do not
+restore into this state.
 
-    ck = load_training_checkpoint(config, "runs/demo/train")   # latest step, EMA teacher if any
+    ck = load_training_checkpoint(config, "runs/demo/train")   # latest step, the teacher
     ck.variables, ck.step, ck.weights
 """
 
@@ -45,7 +47,6 @@ def _restore_or_explain(manager: ocp.CheckpointManager, step: int, args) -> dict
             if other == step:
                 continue
             try:
-                # No target: a step of the other phase (with/without teacher) is intact too.
                 manager.restore(other, args=ocp.args.StandardRestore())
                 intact.append(other)
             except Exception:  # noqa: BLE001, S112  (damaged too: not listed)
@@ -66,16 +67,8 @@ def make_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
                                  options=options)
 
 
-#: Entries that checkpoints of earlier versions hold and the train state no longer has (the PRNG
-#: key 'rng', never read): `restore` reads them with the rest (orbax restores the checkpoint's
-#: whole tree) and drops them, so runs written by those versions still resume.
-RETIRED_ENTRIES: tuple[str, ...] = ("rng",)
-
-
 def _to_saveable(state: TrainState) -> dict:
-    tree = serialization.to_state_dict(jax.device_get(state))
-    # Orbax does not store None leaves; a missing teacher is simply absent.
-    return {k: v for k, v in tree.items() if v is not None}
+    return serialization.to_state_dict(jax.device_get(state))
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState, *, wait: bool = False) -> None:
@@ -90,36 +83,19 @@ def save(manager: ocp.CheckpointManager, state: TrainState, *, wait: bool = Fals
 
 def restore(manager: ocp.CheckpointManager, template: TrainState, step: int | None = None
             ) -> TrainState:
-    """Restores `step` (default: the latest) into the structure of `template`.
-
-    The template must have a teacher exactly when the checkpoint has one (fine-tuning phase).
-    """
+    """Restores `step` (default: the latest) into the structure of `template`."""
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint under {manager.directory}")
-    target = _to_saveable(template)
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
-    abstract.update(_retired_entries(str(manager.directory), step))
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _to_saveable(template))
     restored = _restore_or_explain(manager, step, ocp.args.StandardRestore(abstract))
-    restored = {k: v for k, v in restored.items() if k not in RETIRED_ENTRIES}
-    full = serialization.to_state_dict(template)
-    full.update(restored)
-    return serialization.from_state_dict(template, full)
+    return serialization.from_state_dict(template, restored)
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: TrainState, *, pretrain_steps: int,
-                   ema_teacher: bool) -> TrainState | None:
-    """`state` restored from the latest checkpoint of `manager`, or None if it holds none.
-
-    Checkpoints after the switch (step > pretrain_steps) carry the EMA teacher; the one at the
-    switch does not (and an online-teacher run, `ema_teacher` False, never has one: its
-    pseudo-labels come from the student), so the template gets a teacher exactly then.
-    """
+def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState | None:
+    """`state` restored from the latest checkpoint of `manager`, or None if it holds none."""
     latest = manager.latest_step()
-    if latest is None:
-        return None
-    has_teacher = ema_teacher and latest > pretrain_steps
-    return restore(manager, state.with_teacher() if has_teacher else state, latest)
+    return None if latest is None else restore(manager, state, latest)
 
 
 def load_variables(
@@ -130,13 +106,17 @@ def load_variables(
     Args:
       path: a training workdir (holding `checkpoints/`) or the checkpoints directory itself.
       step: which step (default: the latest).
-      prefer_teacher: take the EMA teacher's weights where the checkpoint has them (the
-        fine-tuned model users should deploy), else the student's. Pass False for runs with
-        config.finetune.teacher == "online" (`load_training_checkpoint` does): their
-        model is the student.
+      prefer_teacher: take the teacher's weights (the model users should deploy: the EMA
+        teacher after the switch, equal to the student before it), else the student's.
     Returns:
       (variables, step).
     """
+    tree, step = _read(path, step)
+    return _variables(tree, teacher=prefer_teacher), step
+
+
+def _read(path: str, step: int | None) -> tuple[dict, int]:
+    """(the whole saved state dict, its step) of `step` (default: the latest) under `path`."""
     path = os.path.abspath(path)
     if os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
@@ -147,12 +127,16 @@ def load_variables(
             f"no checkpoint found under {path}; pass the --workdir of a training run "
             "(python -m tools.train ...) or its checkpoints/ directory")
     tree = _restore_or_explain(manager, step, ocp.args.StandardRestore())
-    if prefer_teacher and "teacher_params" in tree:
-        variables = {"params": tree["teacher_params"],
-                     "batch_stats": tree.get("teacher_batch_stats", {})}
-    else:
-        variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
-    return variables, int(step)
+    if "teacher_params" not in tree:
+        raise ValueError(f"checkpoint step {step} under {path} has no teacher: it was written "
+                         "before the train state held its teacher from step 0, and this "
+                         "version does not read it")
+    return tree, int(step)
+
+
+def _variables(tree: dict, teacher: bool) -> dict:
+    prefix = "teacher_" if teacher else ""
+    return {"params": tree[prefix + "params"], "batch_stats": tree[prefix + "batch_stats"]}
 
 
 def _leaf_shapes(tree: Any) -> dict[str, tuple]:
@@ -181,7 +165,7 @@ class TrainingCheckpoint:
     variables: dict
     step: int
     path: str          # the checkpoints directory
-    weights: str       # 'teacher' (EMA), 'student', or 'teacher_if_present' (unreadable metadata)
+    weights: str       # 'teacher' (the EMA teacher) or 'student' (also a teacher equal to it)
 
 
 def load_training_checkpoint(
@@ -193,7 +177,7 @@ def load_training_checkpoint(
       workdir: the training --workdir (with checkpoints/), or its checkpoints/ directory.
       checkpoint: None (the latest), a step (int or digits), or a path to a checkpoints
         directory or to one step's directory inside it.
-      student: use the student's weights even where an EMA teacher exists. With
+      student: use the student's weights, not the EMA teacher's. With
         config.finetune.teacher == "online" the student is always used (the paper's teacher is
         the student itself).
     Raises:
@@ -208,10 +192,13 @@ def load_training_checkpoint(
     if step is not None and step not in steps:
         raise FileNotFoundError(f"no checkpoint of step {step} under {ckpt_dir}; it has steps "
                                 f"{sorted(steps)}")
-    # An online-teacher run's model is its student: a teacher entry in its checkpoint can only
-    # be a stale copy (written by versions that made one at the switch), never the result.
+    # An online-teacher run's model is its student (its teacher follows the student).
     online = _teacher_mode(config) == "online"
-    variables, step = load_variables(ckpt_dir, step=step, prefer_teacher=not (student or online))
+    tree, step = _read(ckpt_dir, step)
+    # The teacher equals the student before the switch: those weights are the student's.
+    teacher = not (student or online) and not _equal(_variables(tree, True),
+                                                     _variables(tree, False))
+    variables = _variables(tree, teacher)
     model = factory.build_model(config.model, None)
     s = config.data.input_size
     # Only the RGB path is checked (and used): encoder, decoder and the RGB projection head.
@@ -222,9 +209,14 @@ def load_training_checkpoint(
     check_variables(abstract, used,
                     f"the checkpoint under {ckpt_dir} was not trained with this config.model; "
                     "pass the --config the run was trained with")
-    teacher = False if (student or online) else _has_teacher(ckpt_dir, step)
-    weights = {True: "teacher", False: "student", None: "teacher_if_present"}[teacher]
-    return TrainingCheckpoint(variables, int(step), ckpt_dir, weights)
+    return TrainingCheckpoint(variables, step, ckpt_dir, "teacher" if teacher else "student")
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Whether two trees have the same structure and equal leaves."""
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    return ta == tb and all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
 def _teacher_mode(config: Any) -> str:
@@ -254,43 +246,3 @@ def _resolve(workdir: str, checkpoint: str | int | None) -> tuple[str, int | Non
     if os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
     return path, step
-
-
-def _tree_metadata(ckpt_dir: str, step: int) -> Any:
-    """The top-level mapping of a checkpoint step's tree metadata (names -> array metadata), read
-    without reading the arrays; None if it cannot be read."""
-    try:
-        manager = ocp.CheckpointManager(
-            ckpt_dir, item_handlers=ocp.StandardCheckpointHandler(),
-            options=ocp.CheckpointManagerOptions(create=False, read_only=True))
-        meta = manager.item_metadata(step)
-        return getattr(meta, "tree", meta)
-    except Exception:  # noqa: BLE001  (metadata layouts vary across orbax versions)
-        return None
-
-
-def _has_teacher(ckpt_dir: str, step: int) -> bool | None:
-    """Whether a training checkpoint holds EMA teacher weights (reads only its tree metadata);
-    None if the metadata cannot be read."""
-    tree = _tree_metadata(ckpt_dir, step)
-    if tree is None:
-        return None
-    try:
-        return "teacher_params" in tree
-    except Exception:  # noqa: BLE001  (metadata layouts vary across orbax versions; label only)
-        return None
-
-
-def _retired_entries(ckpt_dir: str, step: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """Restore targets for the `RETIRED_ENTRIES` that step `step` holds (from its metadata);
-    empty for checkpoints of this version and when the metadata cannot be read (the restore then
-    says what is wrong)."""
-    tree = _tree_metadata(ckpt_dir, step)
-    if not hasattr(tree, "get"):
-        return {}
-    out = {}
-    for key in RETIRED_ENTRIES:
-        meta = tree.get(key)
-        if meta is not None and hasattr(meta, "shape") and hasattr(meta, "dtype"):
-            out[key] = jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype)
-    return out

@@ -67,16 +67,14 @@ def resolve(config: Any) -> Any:
             f"model.num_deconv={model.num_deconv} gives {want}; set "
             f"data.output_size={want} or 0 (derived)")
     data.output_size = want
-    loss = config.get("loss")
-    if loss is not None:  # evaluation/export configs may carry no loss section
-        scale = derived_uv_scale(want)
-        given = float(loss.uv_scale or 0.0)
-        if given and not math.isclose(given, scale, rel_tol=1e-6):
-            raise ValueError(
-                f"loss.uv_scale={given:g} but data.output_size={want} gives "
-                f"{PAPER_OUTPUT_SIZE} / {want} = {scale:g}; set loss.uv_scale={scale:g} or 0 "
-                "(derived)")
-        loss.uv_scale = scale
+    scale = derived_uv_scale(want)
+    given = float(config.loss.uv_scale or 0.0)
+    if given and not math.isclose(given, scale, rel_tol=1e-6):
+        raise ValueError(
+            f"loss.uv_scale={given:g} but data.output_size={want} gives "
+            f"{PAPER_OUTPUT_SIZE} / {want} = {scale:g}; set loss.uv_scale={scale:g} or 0 "
+            "(derived)")
+    config.loss.uv_scale = scale
     return config
 
 

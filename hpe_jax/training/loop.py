@@ -5,8 +5,8 @@ Start-up order:
   2. else initialise the encoders from converted torchvision weights (`config.model.init_from`);
   3. else from scratch.
 Steps [0, pretrain_steps) pre-train on the labelled source; steps [pretrain_steps, total) fine-tune
-with a labelled source batch and an unlabelled target batch per step. At the switch the EMA teacher
-is created from the student and a checkpoint is written.
+with a labelled source batch and an unlabelled target batch per step. At the switch a checkpoint is
+written and the teacher (in the state from step 0) is reset to a copy of the student.
 """
 
 from __future__ import annotations
@@ -94,8 +94,6 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
         str(config.pretrain.decay), plan.pretrain_steps,
         float(config.pretrain.final_lr_factor),
         plan.pretrain_steps if plan.finetune_steps else None, float(config.finetune.lr),
-        str(config.finetune.decay), plan.finetune_steps,
-        float(config.finetune.final_lr_factor),
         float(config.optim.b1), float(config.optim.b2), float(config.optim.clip_norm))
 
 
@@ -105,13 +103,10 @@ def make_optimizer(config: ml_collections.ConfigDict, plan: Plan):
 @functools.lru_cache(maxsize=16)
 def _optimizer(lr: float, boundaries: tuple[int, ...], factor: float, warmup_steps: int,
                decay: str, total_steps: int, final_factor: float, switch_step: int | None,
-               finetune_lr: float, finetune_decay: str, finetune_steps: int,
-               finetune_final_factor: float, b1: float, b2: float, clip_norm: float):
+               finetune_lr: float, b1: float, b2: float, clip_norm: float):
     pre = optim.pretrain_schedule(lr, list(boundaries), factor, warmup_steps, decay, total_steps,
                                   final_factor)
-    post = optim.finetune_schedule(finetune_lr, finetune_decay, finetune_steps,
-                                   finetune_final_factor)
-    schedule = optim.joined_schedule(pre, switch_step, post)
+    schedule = optim.joined_schedule(pre, switch_step, finetune_lr)
     return optim.make_optimizer(schedule, b1, b2, clip_norm), schedule
 
 
@@ -241,7 +236,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
             if want != phase:
                 if want == "finetune":
                     rstate = switch.enter_finetuning(config, run.model, rstate, run.manager,
-                                                     plan.pretrain_steps, step, run.ema_teacher)
+                                                     plan.pretrain_steps, step)
                     epsilon = switch.finetune_epsilon(config, run.model, rstate, workdir)
                     if epsilon is not None:
                         p_finetune = _traced_once(
@@ -282,20 +277,18 @@ class _Run:
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         self.config = config
-        self.ema_teacher = check_teacher(config.finetune.teacher) == "ema"  # before compiling
+        check_teacher(config.finetune.teacher)  # before compiling
         steps.check_options(config)
         phase_augment(config, "pretrain")  # refuses a bad data.source_occlusion_phases now
         phase_loss(config, "pretrain")  # and a bad loss.label_huber_phases
         config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
         config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
         self.plan = plan = make_plan(config)
-        tx, self.schedule = make_optimizer(config, plan)  # refuses a bad pretrain / finetune.decay
+        tx, self.schedule = make_optimizer(config, plan)  # refuses a bad pretrain.decay
         self.model = build_model(config.model, "batch")
         self.manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
         state = initial_state(config, self.model, tx)
-        resumed = checkpoint.restore_latest(self.manager, state,
-                                            pretrain_steps=plan.pretrain_steps,
-                                            ema_teacher=self.ema_teacher)
+        resumed = checkpoint.restore_latest(self.manager, state)
         if resumed is not None:
             state = resumed
             logging.info("Resumed from step %d in %s", int(state.step), workdir)

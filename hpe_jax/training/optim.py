@@ -1,18 +1,16 @@
 """The optax optimizer and the learning-rate schedule that joins pre-training and fine-tuning.
 
 Paper (DM-HPE): Adam, betas (0.9, 0.99); pre-training lr 2.5e-4, x0.1 after epoch 40
-and after epoch 50; fine-tuning a constant 2.5e-5. Epochs are converted to steps by the caller
+and after epoch 50; fine-tuning a constant 2.5e-5 (one optimizer for the whole run: Adam's
+moments carry over the switch). Epochs are converted to steps by the caller
 (`steps_per_epoch`). Warm-up and global-norm clipping are options (off by default, as in the
 paper).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
-import jax
-import jax.numpy as jnp
 import optax
 
 
@@ -66,32 +64,13 @@ def _decayed(lr: float, decay: str, span: int, final_factor: float) -> optax.Sch
             else optax.linear_schedule(lr, lr * final_factor, span))
 
 
-FINETUNE_DECAYS = ("constant", "cosine", "linear")
-
-
-def finetune_schedule(lr: float, decay: str = "constant", total_steps: int = 0,
-                      final_factor: float = 0.0) -> optax.Schedule:
-    """The fine-tuning lr, counted from the switch. decay='constant' (the paper: one lr for the
-    whole stage); 'cosine' / 'linear': from `lr` to `lr * final_factor` over the
-    `total_steps` fine-tuning steps, so the last steps (and the EMA teacher that averages them)
-    settle instead of jittering at the full lr."""
-    if decay not in FINETUNE_DECAYS:
-        raise ValueError(f"finetune.decay={decay!r} is not one of {FINETUNE_DECAYS}")
-    if decay == "constant" or total_steps <= 0:
-        return optax.constant_schedule(lr)
-    return _decayed(lr, decay, total_steps, final_factor)
-
-
 def joined_schedule(
-    pretrain: optax.Schedule, switch_step: int | None, finetune: float | optax.Schedule
+    pretrain: optax.Schedule, switch_step: int | None, finetune_lr: float
 ) -> optax.Schedule:
-    """Pre-training schedule until `switch_step`, then the fine-tuning one (a float: constant),
-    which counts its steps from the switch."""
+    """Pre-training schedule until `switch_step`, then the constant fine-tuning lr."""
     if switch_step is None:
         return pretrain
-    if not callable(finetune):
-        finetune = optax.constant_schedule(finetune)
-    return optax.join_schedules([pretrain, finetune], [switch_step])
+    return optax.join_schedules([pretrain, optax.constant_schedule(finetune_lr)], [switch_step])
 
 
 def make_optimizer(
@@ -101,24 +80,3 @@ def make_optimizer(
     parts = [optax.clip_by_global_norm(clip_norm)] if clip_norm > 0 else []
     parts.append(optax.adam(schedule, b1=b1, b2=b2))
     return optax.chain(*parts)
-
-
-def reset_adam_moments(opt_state: optax.OptState) -> optax.OptState:
-    """`opt_state` with every Adam state back to a fresh one (mu = nu = 0, count = 0).
-
-    For `finetune.reset_optimizer`: fine-tuning then starts Adam afresh, bias correction
-    included, as a new optimizer would. Everything else is kept, in particular the schedule's
-    step count (optax's ScaleByScheduleState): resetting it too would restart the joined
-    schedule at the pre-training lr instead of the fine-tuning one. Works on replicated
-    ([devices, ...]) states as well: leaves keep their shapes.
-    """
-
-    def reset(node):
-        if isinstance(node, optax.ScaleByAdamState):
-            zeros = functools.partial(jax.tree_util.tree_map, jnp.zeros_like)
-            return node._replace(count=jnp.zeros_like(node.count), mu=zeros(node.mu),
-                                 nu=zeros(node.nu))
-        return node
-
-    return jax.tree_util.tree_map(reset, opt_state,
-                                  is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))

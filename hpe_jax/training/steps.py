@@ -46,7 +46,7 @@ def pretrain_step(
     *,
     model: nn.Module,
     loss: LossConfig,
-    fused_depth: str = "measured",
+    fused_depth: str,
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
     """One pre-training step on a labelled multimodal batch (pipeline keys, per device).
@@ -76,7 +76,8 @@ def pretrain_step(
         return total, (metrics, updated["batch_stats"])
 
     grads, (metrics, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    return _finish_step(state, grads, batch_stats, metrics, axis_name)
+    new_state, metrics = _finish_step(state, grads, batch_stats, metrics, axis_name)
+    return new_state.teacher_follows(), metrics  # the teacher is the student until the switch
 
 
 def apply_labelled(model: nn.Module, variables: dict, rgb: jnp.ndarray,
@@ -134,7 +135,6 @@ def bind_finetune(model: nn.Module, config: ml_collections.ConfigDict, template:
     return _pmapped(finetune_step, model, loss, template=_hashable(template),
                     teacher=ft.teacher, ema_decay=float(ft.ema_decay),
                     bn_stats=ft.bn_stats,
-                    source_view=ft.source_view,
                     fused_depth=config.pretrain.fused_depth)
 
 
@@ -184,7 +184,6 @@ def replicate(tree: Any, devices: list | None = None) -> Any:
 
 BN_STATS_MODES = ("shared", "target")
 FUSED_DEPTH_MODES = ("measured", "predicted")
-SOURCE_VIEWS = ("plain", "textured")
 
 
 def check_options(config: ml_collections.ConfigDict) -> None:
@@ -193,15 +192,14 @@ def check_options(config: ml_collections.ConfigDict) -> None:
     for field, value, allowed in (
             ("pretrain.fused_depth", config.pretrain.fused_depth,
              FUSED_DEPTH_MODES),
-            ("finetune.bn_stats", config.finetune.bn_stats, BN_STATS_MODES),
-            ("finetune.source_view", config.finetune.source_view, SOURCE_VIEWS)):
+            ("finetune.bn_stats", config.finetune.bn_stats, BN_STATS_MODES)):
         if value not in allowed:
             raise ValueError(f"{field}={value!r} is not one of {allowed}.")
 
 
 def two_pass(
     model: nn.Module, variables: dict, image: jnp.ndarray, *, train: bool,
-    bn_stats: str = "shared",
+    bn_stats: str | None = None,
 ) -> tuple[dict, dict, Any]:
     """`DualModalityNet.two_pass` on `image` (N, S, S, 3): returns (y_R, y_F, batch_stats).
 
@@ -210,13 +208,14 @@ def two_pass(
     'shared' threads them through both passes (the RGB encoder and the decoder end up averaging
     plain and attention-fused features); 'target' keeps pass 1's for the RGB encoder, the decoder
     and the projections (the statistics of the deployed RGB-only path) and takes only the depth
-    encoder's from pass 2 (its only pass). In inference mode the variables' own come back.
+    encoder's from pass 2 (its only pass). In inference mode the variables' own come back (and
+    `bn_stats` is not read).
     """
-    if bn_stats not in BN_STATS_MODES:
-        raise ValueError(f"finetune.bn_stats={bn_stats!r} is not one of {BN_STATS_MODES}.")
     if not train:
         y_r, y_f = model.apply(variables, image, method=DualModalityNet.two_pass)
         return y_r, y_f, variables["batch_stats"]
+    if bn_stats not in BN_STATS_MODES:
+        raise ValueError(f"finetune.bn_stats={bn_stats!r} is not one of {BN_STATS_MODES}.")
     keep_first = bn_stats == "target"
     (y_r, y_f), updated = model.apply(
         variables, image, train=True, keep_first_pass_stats=keep_first,
@@ -269,11 +268,10 @@ def finetune_step(
     model: nn.Module,
     loss: LossConfig,
     template: jnp.ndarray,
-    teacher: str = "ema",
-    ema_decay: float = 0.999,
-    bn_stats: str = "shared",
-    source_view: str = "plain",
-    fused_depth: str = "measured",
+    teacher: str,
+    ema_decay: float,
+    bn_stats: str,
+    fused_depth: str,
     axis_name: str | None = "batch",
 ) -> tuple[TrainState, Metrics]:
     """One fine-tuning step: L_finetune = L_s + lambda_dist L_d + lambda_l L_l (Eq. 8-11).
@@ -290,16 +288,11 @@ def finetune_step(
         'target' mode, so the statistics that inference (the teacher, evaluation, export) uses
         are those of the RGB path on target images (AdaBN's observation: a domain's own
         normalisation statistics remove much of an appearance shift).
-      source_view: the labelled RGB image L_s supervises: 'plain' (G(x), the paper) or
-        'textured' (T(G(x)), the positive view the pipeline also delivers: the same labels under
-        colour, blur and noise changes).
       fused_depth: the fused way's depth input in L_s's labelled pass, as in pre-training
         (`pretrain.fused_depth`, `apply_labelled`).
     """
     del rng
     check_teacher(teacher)  # at trace time: "EMA" must not silently mean "online"
-    if source_view not in SOURCE_VIEWS:
-        raise ValueError(f"finetune.source_view={source_view!r} is not one of {SOURCE_VIEWS}.")
     src, tgt = batch["source"], batch["target"]
     # Pseudo-labels from the teacher on the weak view (inference mode, no gradient).
     t_vars = state.teacher_variables if teacher == "ema" else state.variables
@@ -316,8 +309,7 @@ def finetune_step(
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        rgb = src["image_pos"] if source_view == "textured" else src["image"]
-        out, upd = apply_labelled(model, variables, rgb, src_depth, loss, fused_depth)
+        out, upd = apply_labelled(model, variables, src["image"], src_depth, loss, fused_depth)
         l_s, metrics = supervised_loss(out, src, loss)
         start = upd["batch_stats"] if bn_stats == "shared" else state.batch_stats
         variables = {"params": params, "batch_stats": start}
@@ -344,10 +336,11 @@ def finetune_step(
         jnp.sum(jnp.where(finite > 0, labels["confidence"], 0.0)) / jnp.maximum(jnp.sum(finite), 1))
     metrics["pseudo/non_finite"] = 1.0 - jnp.mean(finite)
     new_state, metrics = _finish_step(state, grads, batch_stats, metrics, axis_name)
-    if teacher == "ema" and new_state.teacher_params is not None:
-        new_state = new_state.replace(
-            teacher_params=ema_update(new_state.teacher_params, new_state.params, ema_decay),
-            teacher_batch_stats=ema_update(new_state.teacher_batch_stats, new_state.batch_stats,
-                                           ema_decay),
-        )
+    if teacher == "online":  # the teacher stays the model to deploy: the student
+        return new_state.teacher_follows(), metrics
+    new_state = new_state.replace(
+        teacher_params=ema_update(new_state.teacher_params, new_state.params, ema_decay),
+        teacher_batch_stats=ema_update(new_state.teacher_batch_stats, new_state.batch_stats,
+                                       ema_decay),
+    )
     return new_state, metrics

@@ -2,8 +2,8 @@
 input iterators, AdaBN's target statistics, the calibrated epsilon and rho's template.
 
 `enter_finetuning` runs once when the loop reaches the first fine-tuning step: it writes the
-switch checkpoint (the pre-trained baseline), creates the EMA teacher from the student, resets
-Adam's moments where asked and re-estimates BatchNorm statistics on target images (AdaBN);
+switch checkpoint (the pre-trained baseline), resets the teacher to a copy of the student and
+re-estimates BatchNorm statistics on target images (AdaBN); Adam's moments carry over;
 `finetune_epsilon` then calibrates epsilon (or reads it back on resume). A run resumed after the
 switch passes through neither: its checkpoint holds the teacher, statistics and epsilon file.
 """
@@ -27,7 +27,7 @@ from hpe_jax.objectives.pseudo_labels import (
     normalized_template,
     template_from_bone_ratios,
 )
-from hpe_jax.training import checkpoint, optim, steps
+from hpe_jax.training import checkpoint, steps
 from hpe_jax.training.phases import phase_augment
 from hpe_jax.training.state import TrainState
 
@@ -76,10 +76,8 @@ def adapt_batch_stats(config: ml_collections.ConfigDict, model, rstate: TrainSta
         total = stats if total is None else jax.tree_util.tree_map(jnp.add, total, stats)
     mean = jax.tree_util.tree_map(lambda x: x / n, total)
     logging.info("AdaBN: BatchNorm statistics from %d target batches", n)
-    out = rstate.replace(batch_stats=mean)
-    if rstate.teacher_params is not None:
-        out = out.replace(teacher_batch_stats=jax.tree_util.tree_map(jnp.copy, mean))
-    return out
+    return rstate.replace(batch_stats=mean,
+                          teacher_batch_stats=jax.tree_util.tree_map(jnp.copy, mean))
 
 
 EPSILON_FILE = "epsilon.json"
@@ -106,8 +104,7 @@ def calibrated_epsilon(config: ml_collections.ConfigDict, model, rstate: TrainSt
     if not 0.0 < q <= 1.0:
         raise ValueError(f"loss.epsilon_quantile={q} must be in (0, 1] (0 = use loss.epsilon)")
     fn = steps.bind_teacher_confidence(model, config, rho_template(config, workdir))
-    variables = rstate.teacher_variables if rstate.teacher_params is not None \
-        else rstate.variables
+    variables = rstate.teacher_variables
     batches = iterators(config, "finetune", 0)
     values = []
     for _ in range(int(config.loss.epsilon_calibration_batches)):
@@ -163,23 +160,18 @@ def rho_template(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray:
 
 
 def enter_finetuning(config: ml_collections.ConfigDict, model, rstate: TrainState, manager,
-                     pretrain_steps: int, step: int, ema_teacher: bool) -> TrainState:
-    """The replicated state as fine-tuning starts at `step`: unchanged when it already holds
-    the EMA teacher (resumed after the switch); else the switch checkpoint is written (when
-    there was pre-training), the teacher copied from the student (EMA mode), and, at the switch
-    itself, Adam's moments reset (`finetune.reset_optimizer`) and AdaBN applied
-    (`finetune.adabn_batches`). An online-teacher run resumed later also passes here and keeps
-    its fine-tuning moments and statistics."""
-    if rstate.teacher_params is not None:
+                     pretrain_steps: int, step: int) -> TrainState:
+    """The replicated state as fine-tuning starts at `step`: unchanged when resumed after the
+    switch (its checkpoint holds the fine-tuning teacher, moments and statistics); at the switch
+    the switch checkpoint is written (when there was pre-training), the teacher reset to a copy
+    of the student and AdaBN applied (`finetune.adabn_batches`)."""
+    if step > pretrain_steps:
         return rstate
     if pretrain_steps > 0:
         checkpoint.save(manager, jax_utils.unreplicate(rstate), wait=True)
-    if ema_teacher:  # no stale copy for "online": the student is the model
-        rstate = rstate.with_teacher()
     # After the switch checkpoint was saved, so a run resumed from it resets the same way.
-    if config.finetune.reset_optimizer and step == pretrain_steps:
-        rstate = rstate.replace(opt_state=jax.pmap(optim.reset_adam_moments)(rstate.opt_state))
-    if config.finetune.adabn_batches > 0 and step == pretrain_steps:
+    rstate = rstate.with_teacher()
+    if config.finetune.adabn_batches > 0:
         rstate = adapt_batch_stats(config, model, rstate)
     logging.info("Step %d: switching to fine-tuning", step)
     return rstate

@@ -126,8 +126,8 @@ def test_student_flag_and_checkpoint_selection(run, teacher_eval, tmp_path):
 
 
 def test_online_teacher_run_is_evaluated_with_the_student_weights(run, teacher_eval):
-    """finetune.teacher="online": the checkpoint's teacher entry (a stale copy older versions made
-    at the switch) is never the fine-tuned model; evaluation reads the student (as
+    """finetune.teacher="online": the run's model is its student (its teacher follows the
+    student), so evaluation reads the student even from a checkpoint whose teacher differs (as
     `load_training_checkpoint` does, tests/training/test_checkpoint.py)."""
     config, workdir = run
     online = copy.deepcopy(config)

@@ -91,7 +91,7 @@ def test_target_huber_bounds_l_l_and_l_d_and_leaves_the_labels_alone():
 
     base = dataclasses.replace(LossConfig.from_config(tiny_config().loss), uv_scale=1.0,
                                lambda_m=0.0, lambda_dm=0.0, pseudo_on="rgb",
-                               heatmap_weight=0.0, heatmap_pseudo_weight=0.0,
+                               heatmap_weight=0.0,
                                use_depth=False, use_fused=False, label_huber_delta=0.0)
     y, off = _pose(0.0), _pose(10.0)
     pseudo = {"uv": off["uv"], "z": off["z"], "weights": np.ones(1)}

@@ -1,5 +1,5 @@
-"""Reading training checkpoints (hpe_jax/training/checkpoint.py): resume with the teacher exactly
-after the switch, teacher / student / online selection, config checks, damaged steps."""
+"""Reading training checkpoints (hpe_jax/training/checkpoint.py): resume (one tree at every step,
+the teacher included), teacher / student / online selection, config checks, damaged steps."""
 
 import copy
 import os
@@ -13,7 +13,7 @@ import pytest
 from helpers import random_params, tiny_config
 
 from hpe_jax.training import checkpoint, factory
-from hpe_jax.training.state import TrainState
+from hpe_jax.training.state import TrainState, ema_update
 
 STEP = 7
 
@@ -22,8 +22,11 @@ def _small_state(step: int) -> TrainState:
     """A TrainState of a two-leaf model (no network needed to test the checkpoint's layout)."""
     variables = {"params": {"w": jnp.arange(6.0).reshape(2, 3)},
                  "batch_stats": {"mean": jnp.ones(3)}}
-    state = TrainState.create(variables, optax.adam(1e-3))
+    state = TrainState.create(variables, _TX)
     return state.replace(step=jnp.int32(step))
+
+
+_TX = optax.adam(1e-3)  # one object: the state's tree compares its static `tx` by equality
 
 
 @pytest.fixture(scope="module")
@@ -46,55 +49,44 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_restore_latest_expects_the_teacher_exactly_after_the_switch(tmp_path):
-    """The step arithmetic of resuming: no teacher at or before the switch (pretrain_steps), an
-    EMA teacher after it, never one for an online-teacher run."""
+def test_state_tree_is_the_same_at_step_0_and_after_the_switch_and_round_trips(tmp_path):
+    """The teacher is in the state from step 0: the state's tree (and so every checkpoint's) is
+    the same before the switch, at it (teacher reset to the student) and after it (an EMA
+    teacher that differs); each saved step restores into the step-0 template unchanged."""
     manager = checkpoint.make_manager(str(tmp_path), keep=5)
     template = _small_state(0)
-    assert checkpoint.restore_latest(manager, template, pretrain_steps=4,
-                                     ema_teacher=True) is None
-    checkpoint.save(manager, _small_state(4), wait=True)         # the switch checkpoint
-    at_switch = checkpoint.restore_latest(manager, template, pretrain_steps=4, ema_teacher=True)
-    assert int(at_switch.step) == 4 and at_switch.teacher_params is None
-    after = _small_state(6).with_teacher()
-    after = after.replace(teacher_params=jax.tree_util.tree_map(lambda x: x + 1.0,
-                                                                after.teacher_params))
-    checkpoint.save(manager, after, wait=True)
-    resumed = checkpoint.restore_latest(manager, template, pretrain_steps=4, ema_teacher=True)
-    assert int(resumed.step) == 6
-    _assert_same(resumed.teacher_params, after.teacher_params)
-    _assert_same((resumed.params, resumed.batch_stats, resumed.opt_state),
-                 (after.params, after.batch_stats, after.opt_state))
-
-    online = checkpoint.make_manager(str(tmp_path / "online"), keep=5)
-    checkpoint.save(online, _small_state(6), wait=True)
-    resumed = checkpoint.restore_latest(online, template, pretrain_steps=4, ema_teacher=False)
-    assert int(resumed.step) == 6 and resumed.teacher_params is None
+    assert checkpoint.restore_latest(manager, template) is None
+    before = _small_state(3)
+    at_switch = _small_state(4).with_teacher()
+    after = _small_state(6)
+    after = after.replace(params=jax.tree_util.tree_map(lambda x: x * 2.0, after.params),
+                          teacher_params=ema_update(after.teacher_params, after.params, 0.5))
+    structure = jax.tree_util.tree_structure(template)
+    for state in (before, at_switch, after):
+        assert jax.tree_util.tree_structure(state) == structure
+        checkpoint.save(manager, state, wait=True)
+        resumed = checkpoint.restore_latest(manager, template)
+        assert int(resumed.step) == int(state.step)
+        assert jax.tree_util.tree_structure(resumed) == structure
+        _assert_same(resumed, state)
+    _assert_same(checkpoint.restore(manager, template, 3), before)
 
 
-def test_checkpoint_of_a_state_with_a_prng_key_still_restores(tmp_path):
-    """Checkpoints written while TrainState carried a PRNG key ('rng', never read) hold that
-    entry; restoring by the current template reads it and drops it, so those runs resume (and
-    their variables load) unchanged."""
+def test_checkpoint_written_without_a_teacher_is_refused_clearly(tmp_path):
+    """Checkpoints of versions whose state had no teacher before the switch are not read."""
     manager = checkpoint.make_manager(str(tmp_path), keep=5)
-    before = _small_state(4)
-    old = dict(checkpoint._to_saveable(before), rng=np.asarray([0, 42], np.uint32))
+    old = {k: v for k, v in checkpoint._to_saveable(_small_state(4)).items()
+           if not k.startswith("teacher_")}
     manager.save(4, args=ocp.args.StandardSave(old))
     manager.wait_until_finished()
-    resumed = checkpoint.restore_latest(checkpoint.make_manager(str(tmp_path), keep=5),
-                                        _small_state(0), pretrain_steps=4, ema_teacher=True)
-    assert int(resumed.step) == 4 and resumed.teacher_params is None
-    _assert_same((resumed.params, resumed.batch_stats, resumed.opt_state),
-                 (before.params, before.batch_stats, before.opt_state))
-    variables, step = checkpoint.load_variables(str(tmp_path))
-    assert step == 4
-    _assert_same(variables, before.variables)
+    with pytest.raises(ValueError, match="has no teacher"):
+        checkpoint.load_variables(str(tmp_path))
 
 
-def test_teacher_student_and_online_selection(run):
-    """The EMA teacher by default; the student with student=True; and always the student for
-    finetune.teacher="online" (a teacher entry there is a stale copy older versions made at the
-    switch, never the fine-tuned model). A misspelt teacher mode is refused."""
+def test_teacher_student_and_online_selection(run, tmp_path):
+    """The EMA teacher by default; the student with student=True; always the student for
+    finetune.teacher="online" (its model is the student); and 'student' weights for a checkpoint
+    whose teacher equals its student (before the switch). A misspelt teacher mode is refused."""
     config, workdir, state = run
     ck = checkpoint.load_training_checkpoint(config, workdir)
     assert (ck.step, ck.weights) == (STEP, "teacher")
@@ -112,6 +104,12 @@ def test_teacher_student_and_online_selection(run):
     online.finetune.teacher = "EMA"
     with pytest.raises(ValueError, match=r"'ema', 'online'"):
         checkpoint.load_training_checkpoint(online, workdir)
+
+    pretrained = str(tmp_path / "pretrained")
+    checkpoint.save(checkpoint.make_manager(pretrained, 2), state.with_teacher(), wait=True)
+    ck = checkpoint.load_training_checkpoint(config, pretrained)
+    assert ck.weights == "student"
+    _assert_same(ck.variables, student.variables)
 
 
 def test_checkpoint_selection_and_clear_errors(run, tmp_path):
