@@ -147,3 +147,13 @@ def test_training_refuses_the_imagenet_placeholder_before_building_anything(monk
     with pytest.raises(ValueError, match="ImageNet ResNet-18"):
         loop.train(c, str(tmp_path))
 
+
+
+@pytest.mark.parametrize("bad", [("abc",), ("a", "b"), (40, "50"), (True,)])
+def test_decay_epochs_that_are_not_numbers_are_refused_naming_the_field(bad):
+    config = default.get_config()
+    config.pretrain.decay_epochs = bad
+    with pytest.raises(ValueError, match=r"config\.pretrain\.decay_epochs must be numbers"):
+        config_checks.check_schedule(config)
+    config.pretrain.decay_epochs = (40, 50.5)
+    config_checks.check_schedule(config)

@@ -52,9 +52,11 @@ def main(argv: list[str]) -> None:
                  jax.process_count(), jax.local_devices())
     from hpe_jax import export
     from hpe_jax.data.prepare import prepare_datasets
+    from hpe_jax.training import config_checks
     from hpe_jax.training.loop import train
 
     export.check_network_file(_CONFIG.value.model.init_variables)
+    config_checks.check_schedule(_CONFIG.value)  # before the data are prepared
 
     if jax.process_index() == 0:
         # Renders synthetic_hands and builds a photo-folder target on first use (offline).

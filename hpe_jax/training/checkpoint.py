@@ -54,7 +54,10 @@ def _restore_or_explain(manager: ocp.CheckpointManager, step: int, args) -> dict
         reason = " ".join(str(err).split())[:200]
         where = os.path.join(str(manager.directory), str(step))
         advice = (f"intact steps: {', '.join(map(str, intact))}; delete {where} to use step "
-                  f"{intact[0]}" if intact else "no other step restores either")
+                  f"{intact[0]}" if intact else "no other step restores either; delete "
+                  f"{manager.directory} to train from the start, or pass another --workdir "
+                  "(checkpoints written before the teacher joined the state at step 0 do not "
+                  "restore: docs/design.md)")
         raise DamagedCheckpointError(
             f"checkpoint step {step} in {manager.directory} is damaged ({reason}); {advice}"
         ) from err

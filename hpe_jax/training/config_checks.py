@@ -102,6 +102,18 @@ def init_path(config: Any) -> str:
     return "" if init.lower() == SCRATCH else init
 
 
+def check_schedule(config: Any) -> None:
+    """Raises ValueError unless config.pretrain.decay_epochs holds numbers of epochs.
+
+    Called before any data work: a word there (`--config.pretrain.decay_epochs=abc`) would
+    otherwise surface after the data preparation as Python's "invalid literal for int()"."""
+    epochs = config.pretrain.decay_epochs
+    items = (epochs,) if isinstance(epochs, (str, bytes)) else tuple(epochs)
+    if not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in items):
+        raise ValueError(f"config.pretrain.decay_epochs must be numbers of epochs, e.g. "
+                         f"--config.pretrain.decay_epochs='(40, 50)'; got {epochs!r}")
+
+
 #: Config fields an export (and any evaluation) reads.
 CONFIG_FIELDS = ("model.resnet_depth", "model.width", "model.deconv_features", "model.dtype",
                  "model.stem_pool", "model.num_deconv",

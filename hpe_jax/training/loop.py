@@ -283,6 +283,7 @@ class _Run:
         phase_loss(config, "pretrain")  # and a bad loss.label_huber_phases
         config_checks.resolve(config)      # derived output_size / uv_scale, or a clear refusal
         config_checks.check_init(config)   # the paper configs' "imagenet" placeholder
+        config_checks.check_schedule(config)
         self.plan = plan = make_plan(config)
         tx, self.schedule = make_optimizer(config, plan)  # refuses a bad pretrain.decay
         self.model = build_model(config.model, "batch")
