@@ -23,8 +23,9 @@ tuple of five arrays (or none). Without that collection mutable, sowing does not
 
 Inputs: rgb (N, S, S, 3), normalised as the pipeline chooses (ImageNet mean/std,
 `convert.IMAGENET_MEAN/STD`, when the encoders come from torchvision); depth (N, S, S, 1), any
-float map (the project's normalised depth: about [-1, 1], background 1). S must be divisible by 32;
-outputs are at s = S / 4.
+float map (the project's normalised depth: about [-1, 1], background 1). S must be divisible by
+the encoder's stride (32, or 16 without the stem pool: `resnet.encoder_stride`); outputs are at
+s = S / stride * 2**num_deconv.
 
 Parameter tree: `rgb_encoder`, `depth_encoder` (`resnet.ResNet`, unrolled or, with
 `scan_blocks`, stacked blocks), `decoder` (`decoder.PoseDecoder`,
@@ -47,7 +48,7 @@ import jax.numpy as jnp
 
 from hpe_jax.models import attention
 from hpe_jax.models.decoder import PoseDecoder, ProjectionHead
-from hpe_jax.models.resnet import ResNet, resnet_spec
+from hpe_jax.models.resnet import ResNet, encoder_stride, resnet_spec
 
 Array = jax.Array
 
@@ -126,7 +127,7 @@ class DualModalityNet(nn.Module):
           is the decoder dict ('uv' (N, J, 2), 'z' (N, J), 'heatmaps' (N, s, s, J), 'mask',
           'depth_map' (N, s, s, 1)) plus 'projection' (N, proj_dim), all float32.
         """
-        _check_inputs(rgb, depth)
+        _check_inputs(rgb, depth, encoder_stride(self.stem_pool))
         available = (("rgb",) if rgb is not None else ()) + (
             ("depth",) if depth is not None else ()) + (
             ("fused",) if rgb is not None and depth is not None else ())
@@ -208,15 +209,16 @@ def upsample_depth(depth_map: Array, size: int) -> Array:
     return jnp.clip(up, -1.0, 1.0)
 
 
-def _check_inputs(rgb: Array | None, depth: Array | None) -> None:
+def _check_inputs(rgb: Array | None, depth: Array | None, stride: int) -> None:
     if rgb is None and depth is None:
         raise ValueError("DualModalityNet needs rgb (N, S, S, 3), depth (N, S, S, 1) or both.")
     for name, x, c in (("rgb", rgb, 3), ("depth", depth, 1)):
         if x is None:
             continue
-        if x.ndim != 4 or x.shape[-1] != c or x.shape[1] != x.shape[2] or x.shape[1] % 32:
+        if x.ndim != 4 or x.shape[-1] != c or x.shape[1] != x.shape[2] or x.shape[1] % stride:
             raise ValueError(
-                f"{name} must be (N, S, S, {c}) with S divisible by 32, got shape {x.shape}; "
+                f"{name} must be (N, S, S, {c}) with S divisible by the encoder's stride "
+                f"{stride}, got shape {x.shape}; "
                 f"crop/resize to e.g. 256 x 256 (add a trailing channel axis to a depth map).")
     if rgb is not None and depth is not None and rgb.shape[:3] != depth.shape[:3]:
         raise ValueError(

@@ -114,6 +114,11 @@ class _Block(nn.Module):
         return nn.relu(x + y)
 
 
+
+def encoder_stride(stem_pool: bool) -> int:
+    """The ResNet's downsampling: 32 with the max-pool after conv1 (torchvision), else 16."""
+    return 32 if stem_pool else 16
+
 class ResNet(nn.Module):
     """A torchvision-topology ResNet encoder (no classifier).
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from hpe_jax.models.resnet import encoder_stride  # noqa: F401  (also this module's API)
+
 #: `model.init_from` placeholder of the paper configs: ImageNet weights are wanted, not given yet.
 IMAGENET = "imagenet"
 #: `model.init_from` value that explicitly asks for a randomly initialised network.
@@ -23,11 +25,6 @@ SCRATCH = "scratch"
 PAPER_OUTPUT_SIZE = 64
 #: torchvision's ImageNet ResNet-101 (IMAGENET1K_V1, the weights of the paper's time).
 TORCHVISION_RESNET101_URL = "https://download.pytorch.org/models/resnet101-63fe2227.pth"
-
-
-def encoder_stride(stem_pool: bool) -> int:
-    """The ResNet's downsampling: 32 with the max-pool after conv1 (torchvision), else 16."""
-    return 32 if stem_pool else 16
 
 
 def derived_output_size(input_size: int, stem_pool: bool, num_deconv: int) -> int:

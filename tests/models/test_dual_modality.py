@@ -121,7 +121,7 @@ def test_bad_inputs_are_clear_errors(small):
     model, variables, rgb, depth = small
     with pytest.raises(ValueError, match="needs rgb"):
         model.apply(variables, train=False)
-    with pytest.raises(ValueError, match="divisible by 32"):
+    with pytest.raises(ValueError, match="divisible by the encoder's stride 32"):
         model.apply(variables, rgb=rgb[:, :48, :48], train=False)
     with pytest.raises(ValueError, match=r"depth must be \(N, S, S, 1\)"):
         model.apply(variables, depth=depth[..., 0], train=False)
@@ -141,3 +141,13 @@ def test_stride_16_encoder_with_two_upsamplings_keeps_output_at_a_quarter():
                                                         train=False)[0])
     assert out["rgb"]["heatmaps"].shape == (1, 16, 16, 21)
     assert out["fused"]["uv"].shape == (1, 21, 2)
+
+
+def test_without_the_stem_pool_the_input_check_uses_stride_16(small):
+    """The model's input check and config_checks agree on the stride (48 px is valid at 16)."""
+    model, variables, rgb, _ = small
+    no_pool = model.clone(stem_pool=False)
+    y = no_pool.apply(variables, rgb=rgb[:, :48, :48], train=False, ways=("rgb",))
+    assert y["rgb"]["uv"].shape == (2, J, 2)
+    with pytest.raises(ValueError, match="divisible by the encoder's stride 16"):
+        no_pool.apply(variables, rgb=rgb[:, :40, :40], train=False)
