@@ -39,6 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
     # positive pairs and the strong unlabelled view, the weak_* fields for the teacher's view.
     c.data.augment = ml_collections.ConfigDict(dict(
         rotation_deg=180.0, scale_range=(0.8, 1.2), translation=0.08,
+        # T, the photometric part (RGB) and T_d (measured depth), on the same views.
+        brightness=0.25, contrast=0.3, saturation=0.3, hue=0.05,
+        blur_probability=0.3, blur_sigma=(0.3, 1.5), noise_std=0.04,
+        depth_noise_mm=3.0, depth_hole_probability=0.5, depth_hole_fraction=0.1,
         weak_rotation_deg=15.0, weak_scale_range=(0.9, 1.1), weak_translation=0.04,
         # An occluder on the student's strong view only (not in the paper; 0 = off).
         strong_occlusion_probability=0.0, strong_occlusion_size=(0.2, 0.5),

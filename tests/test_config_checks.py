@@ -157,3 +157,16 @@ def test_decay_epochs_that_are_not_numbers_are_refused_naming_the_field(bad):
         config_checks.check_schedule(config)
     config.pretrain.decay_epochs = (40, 50.5)
     config_checks.check_schedule(config)
+
+
+def test_every_augmentation_field_is_in_the_default_config_with_the_dataclass_value():
+    """Every AugmentConfig field can be set from a config, and default.py states the same
+    values as the dataclass (used by library callers without a config), so the two never drift."""
+    import dataclasses
+
+    from hpe_jax.data.augment import AugmentConfig
+
+    config = default.get_config().data.augment.to_dict()
+    fields = {f.name: f.default for f in dataclasses.fields(AugmentConfig)}
+    assert set(config) == set(fields)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()} == fields
