@@ -27,5 +27,5 @@ def get_config() -> ml_collections.ConfigDict:
     # Fine-tuning as make reproduce's (configs/reproduce.py) but 1,000 steps of 16 + 16 instead
     # of 1,500, so that a fresh `make demo` stays well inside 15 minutes (docs/results.md).
     c.finetune.epochs = 4
-    c.log_every_steps = 100                    # ten progress lines: the console stays short
+    c.log_every_steps = 200                    # five progress lines: the console stays short
     return c

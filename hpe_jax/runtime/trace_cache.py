@@ -186,7 +186,7 @@ class CachedStep:
             raise
         self.exported += 1
         COUNTS["exported"] += 1
-        logging.info("traced step written to %s", path)
+        logging.debug("traced step written to %s", path)  # a cache file: not news
         return exported
 
 

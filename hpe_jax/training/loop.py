@@ -333,7 +333,10 @@ class _Run:
             summary["lr"] = float(self.schedule(step - 1))
             summary["phase"] = 0.0 if phase == "pretrain" else 1.0
             self.writer.write_scalars(step, summary)
-            if self.is_main:
+            # A save flushes the interval to TensorBoard; the console gets the log interval's
+            # lines only (and the phase's and the run's last).
+            if self.is_main and (step % self.log_every == 0 or stop
+                                 or step in (self.plan.pretrain_steps, self.plan.total_steps)):
                 self.progress.log(step, summary)
         return stop
 

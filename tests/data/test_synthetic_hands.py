@@ -48,3 +48,27 @@ def test_stored_target_images_read_back_as_the_rendered_pixels(tiny_data_dir):
                                      synthetic_hands.SPLIT_IDS["test"])
         assert ex["image"] == want["image_jpeg"]
         np.testing.assert_array_equal(pipeline.decode_image(ex["image"]).numpy(), want["image"])
+
+
+def test_render_progress_is_four_lines_a_split_with_the_time_left(monkeypatch):
+    """A large split's render logs each quarter with the seconds left; a small one is silent."""
+    from absl import logging
+
+    from hpe_jax.data.builders import synthetic_hands
+
+    clock = {"t": 0.0}
+
+    def tick():
+        clock["t"] += 0.5
+        return clock["t"]
+
+    monkeypatch.setattr(synthetic_hands.time, "time", tick)
+    lines = []
+    monkeypatch.setattr(logging, "warning", lambda fmt, *a: lines.append(fmt % a))
+    assert list(synthetic_hands._with_progress(range(4000), "x train", 4000)) == list(range(4000))
+    assert [line.split(": ")[1].split()[0] for line in lines] == [
+        "1000/4000", "2000/4000", "3000/4000", "4000/4000"]
+    assert "s left" in lines[0] and "left" not in lines[-1]
+    lines.clear()
+    list(synthetic_hands._with_progress(range(500), "x val", 500))
+    assert lines == []

@@ -131,11 +131,13 @@ def test_non_finite_loss_stops_with_step_and_term(tiny_data_dir, tmp_path, monke
 def test_a_short_run_logs_five_intervals_none_across_the_switch(tiny_data_dir, tmp_path,
                                                                 caplog):
     """16 steps with log_every_steps 5: intervals of 3 (at least five lines), and the interval
-    that would span the switch at step 8 ends there (the phases' metrics differ)."""
+    that would span the switch at step 8 ends there (the phases' metrics differ). A save
+    (every 4 steps) flushes the interval to TensorBoard but prints no extra console line."""
     config = tiny_run_config(tiny_data_dir)
     config.pretrain.epochs = 2
     config.finetune.epochs = 2
     config.log_every_steps = 5
+    config.checkpoint_every_steps = 4
     with caplog.at_level("INFO"):
         loop.train(config, str(tmp_path))
     lines = [r.getMessage() for r in caplog.records if "/16 " in r.getMessage()]

@@ -157,15 +157,18 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
                                       f"{cfg.name} {split}", num)
 
 
-def _with_progress(items, what: str, num: int):
-    """Yields `items`, logging every tenth of `num` (large splits only: a render takes a
-    minute or more, and TFDS's own progress bars are off on the console)."""
-    every = max(1, num // 10) if num >= 1000 else 0
+def _with_progress(items, what: str, num: int, parts: int = 4):
+    """Yields `items`, logging every `parts`-th of `num` with the time left (large splits
+    only: a render takes half a minute or more, and TFDS's own progress bars are off on the
+    console; four lines a split keep `make demo`'s console short)."""
+    every = max(1, num // parts) if num >= 1000 else 0
     start = time.time()
     for i, item in enumerate(items, 1):
         yield item
         if every and (i % every == 0 or i == num):
-            logging.warning("Rendering %s: %d/%d (%.0f s)", what, i, num, time.time() - start)
+            spent = time.time() - start
+            left = f", about {spent * (num - i) / i:.0f} s left" if i < num else ""
+            logging.warning("Rendering %s: %d/%d (%.0f s%s)", what, i, num, spent, left)
 
 
 @contextlib.contextmanager
