@@ -15,18 +15,33 @@ The report compares three predictors on each domain's labelled evaluation split 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
+import tensorflow as tf
 from absl import logging
+from tensorflow.core.util import event_pb2
 
+from hpe_jax.data import pipeline
 from hpe_jax.data.prepare import prepare_datasets
-from hpe_jax.evaluation.report import DOMAINS, summarize_experiment, write_experiment_report
+from hpe_jax.evaluation.evaluator import Evaluator
+from hpe_jax.evaluation.report import (
+    DOMAINS,
+    summarize_experiment,
+    write_experiment_report,
+    write_metrics_json,
+)
+from hpe_jax.evaluation.run import evaluate_checkpoint
 from hpe_jax.runtime import cli
+from hpe_jax.training import checkpoint, config_checks, loop
+from hpe_jax.training.factory import build_model, initial_state, save_variables
 
 
 def _stopping_at(config: ml_collections.ConfigDict, step: int) -> ml_collections.ConfigDict:
@@ -83,8 +98,6 @@ def _latest_step(train_dir: str) -> int:
 
 
 def _evaluate(config, train_dir, step, out_dir, dataset, split) -> dict:
-    from hpe_jax.evaluation.run import evaluate_checkpoint
-
     r = evaluate_checkpoint(config, train_dir, step, out_dir, dataset=dataset, split=split)
     return {"step": r.step, "weights": r.weights, "dir": r.output_dir,
             "metrics": {k: float(v) for k, v in r.metrics.items()}}
@@ -103,12 +116,6 @@ def evaluate_mean_pose(config: ml_collections.ConfigDict, dataset: str, out_dir:
 
     It is lifted to 3D like a model's prediction (known root and scale), so its numbers are the
     floor a model must beat to have learned anything from the image."""
-    import jax.numpy as jnp
-
-    from hpe_jax.data import pipeline
-    from hpe_jax.evaluation import report
-    from hpe_jax.evaluation.evaluator import Evaluator
-
     ds = pipeline.eval_dataset(dataset, split or config.data.eval_split,
                                data_dir=config.data.data_dir or None,
                                input_size=config.data.input_size,
@@ -127,8 +134,8 @@ def evaluate_mean_pose(config: ml_collections.ConfigDict, dataset: str, out_dir:
     result = Evaluator(constant, ds, global_batch_size=int(config.eval_batch_size),
                        output_size=config.data.output_size).run({})
     os.makedirs(out_dir, exist_ok=True)
-    report.write_metrics_json(os.path.join(out_dir, "metrics.json"), result,
-                              {"predictor": "mean pose of the split", "dataset": dataset})
+    write_metrics_json(os.path.join(out_dir, "metrics.json"), result,
+                       {"predictor": "mean pose of the split", "dataset": dataset})
     return {"metrics": {k: float(v) for k, v in result.metrics.items()}, "dir": out_dir}
 
 
@@ -136,11 +143,6 @@ def scalar_curves(train_dir: str, tags: tuple[str, ...],
                   max_step: int | None = None) -> dict[str, list[float]]:
     """Logged scalars from the run's TensorBoard events: {'step': [...], tag: [...], ...} at
     the log steps where every tag was written (a resumed run's repeated steps: the last)."""
-    import glob
-
-    import tensorflow as tf
-    from tensorflow.core.util import event_pb2
-
     rows: dict[int, dict[str, float]] = {}
     for path in sorted(glob.glob(os.path.join(train_dir, "events.out.tfevents.*"))):
         for record in tf.data.TFRecordDataset(path):
@@ -169,9 +171,6 @@ def pseudo_label_curve(train_dir: str) -> dict[str, list[float]]:
 def _save_start(config: ml_collections.ConfigDict, train_dir: str) -> None:
     """No pre-training (pretrain.epochs = 0): the initial state (e.g. `model.init_variables`,
     the shipped pre-trained network) becomes checkpoint 0, the baseline that is evaluated."""
-    from hpe_jax.training import checkpoint, loop
-    from hpe_jax.training.factory import build_model, initial_state
-
     tx, _ = loop.make_optimizer(config, loop.make_plan(config))
     state = initial_state(config, build_model(config.model, "batch"), tx)
     manager = checkpoint.make_manager(train_dir, config.keep_checkpoints)
@@ -183,11 +182,6 @@ def export_pretrained(config: ml_collections.ConfigDict, train_dir: str, step: i
                       directory: str, evaluations: dict) -> str:
     """Writes the pre-trained (switch) checkpoint's variables where the demo starts from, with
     the config, the commit and the learning curve it came from (meta.json)."""
-    import subprocess
-
-    from hpe_jax.training import checkpoint
-    from hpe_jax.training.factory import save_variables
-
     variables, _ = checkpoint.load_variables(train_dir, step, prefer_teacher=False)
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -215,8 +209,6 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
 
     export_dir: where to write the pre-trained network for the demo (`export_pretrained`).
     """
-    from hpe_jax.training import config_checks, loop
-
     config_checks.resolve(config)  # the derived sizes (output_size, uv_scale), once, here
     os.makedirs(workdir, exist_ok=True)
     train_dir = os.path.join(workdir, "train")
