@@ -54,13 +54,6 @@ _RESNET_DTYPE = flags.DEFINE_string("resnet_dtype", "float32", "'resnet' benchma
 flags.mark_flags_as_required(["config", "output"])
 
 
-def _prepare(config) -> None:
-    """Builds the source / target datasets the config names that need no download."""
-    from hpe_jax.data.prepare import prepare_datasets
-
-    prepare_datasets(config)
-
-
 def main(argv: list[str]) -> None:
     del argv
     cli.check_directory("output", _OUTPUT.value, file=True)
@@ -77,7 +70,10 @@ def main(argv: list[str]) -> None:
         cpu.keep_tensorflow_off_accelerators()
     config = _CONFIG.value
     if _PREPARE.value and "pipeline" in _BENCHMARKS.value:
-        _prepare(config)
+        # Imported here: data.prepare needs TFDS, which the other benchmarks must run without.
+        from hpe_jax.data.prepare import prepare_datasets
+
+        prepare_datasets(config)  # the source / target datasets that need no download
     results = benchmarking.run_benchmarks(
         config, _BENCHMARKS.value, steps=_STEPS.value, repeats=_REPEATS.value,
         warmup=_WARMUP.value, peak_size=_PEAK_SIZE.value,

@@ -11,6 +11,10 @@
 - pck_curve.png: the 3D PCK curves (0-50 mm) of the three protocols with their AUCs.
 - qualitative.png: predicted (red) against ground-truth (green) skeletons on input crops.
 
+An experiment (`experiments.demo`: mean pose, pre-trained and fine-tuned on both domains) has
+its own report, `write_experiment_report(workdir, report)`: report.json, report.md (the
+comparison table, the domain gap, a glossary, the stages' seconds) and three PNGs.
+
 Plots use matplotlib's Agg canvas directly (no pyplot, no global backend change).
 """
 
@@ -48,6 +52,38 @@ _HEADLINE = (
     ("recovered_root_lsq/epe_mean_mm", "3D EPE mean, least-squares root over all bones (mm)",
      "{:.2f}"),
 )
+
+#: Rows of the experiment report's comparison table: (metric key, label, which way is better).
+#: Not a copy of `_HEADLINE` (an evaluation's metrics.md): five of its keys, in another order,
+#: with the glossary's shorter labels; one table for both would change one report's text.
+EXPERIMENT_HEADLINE = (
+    ("known_root/epe_mean_mm", "3D EPE (mm, root and scale known)", "lower"),
+    ("known_root/auc_20_50", "3D PCK AUC 20-50 mm", "higher"),
+    ("procrustes/epe_mean_mm", "PA-EPE (mm)", "lower"),
+    ("pck_2d", "2D PCK@0.05", "higher"),
+    ("recovered_root_lsq/epe_mean_mm", "3D EPE, root depth fitted (mm)", "lower"),
+)
+#: The experiment report's glossary: (term, meaning).
+GLOSSARY = (
+    ("3D EPE", "mean distance between predicted and true 3D joints, per joint over the test "
+     "images then averaged over joints; the root joint (middle MCP) position and the hand's "
+     "scale (its middle MCP-PIP bone) are given, as in SemiHand's protocol"),
+    ("3D PCK AUC 20-50 mm", "area under the curve of the share of joints within a distance "
+     "threshold, thresholds 20 to 50 mm, normalised to [0, 1]"),
+    ("PA-EPE", "3D EPE after the best similarity alignment (Procrustes) of each predicted hand "
+     "to the truth: the error of the hand's shape alone"),
+    ("2D PCK@0.05", "share of visible joints whose predicted 2D position is within 5% of the "
+     "heatmap side of the truth"),
+    ("3D EPE, root depth fitted", "the absolute 3D error when the root depth is not given but "
+     "fitted to all predicted bones by least squares (scale given); it multiplies 2D errors "
+     "into depth errors, so it is large for imprecise models"),
+    ("gap closed", "(target EPE pre-trained - target EPE fine-tuned) / (target EPE pre-trained "
+     "- source EPE pre-trained): the share of the domain gap that adaptation removes"),
+    ("kept", "share of unlabelled target images whose pseudo-label passed the confidence test "
+     "C(r) <= epsilon in a fine-tuning step"),
+)
+#: The domains an experiment evaluates on, in the report's order.
+DOMAINS = ("source", "target")
 
 
 def jsonable(x: Any) -> Any:
@@ -195,6 +231,174 @@ def write_report(
     plot_qualitative(paths["qualitative.png"], samples["image"], a["pred_uv"][rows],
                      a["gt_uv"][rows], a["visibility"][rows], int(a["output_size"][0]), titles)
     return paths
+
+
+def summarize_experiment(models: dict) -> dict[str, float]:
+    """The headline numbers: EPEs, the domain gap and the share of it fine-tuning closes."""
+    key = "known_root/epe_mean_mm"
+    src, tgt = models["pretrained"]["source"][key], models["pretrained"]["target"][key]
+    ft = models["finetuned"]["target"][key]
+    gap = tgt - src
+    return {
+        "source_epe_pretrained_mm": src,
+        "target_epe_pretrained_mm": tgt,
+        "target_epe_finetuned_mm": ft,
+        "target_over_source": tgt / src,
+        "gap_closed": (tgt - ft) / gap if gap > 0 else float("nan"),
+        "pck_2d_gain_target": (models["finetuned"]["target"]["pck_2d"]
+                               - models["pretrained"]["target"]["pck_2d"]),
+        "mean_pose_target_epe_mm": models["mean_pose"]["target"][key],
+    }
+
+
+def write_experiment_report(workdir: str, report: dict) -> None:
+    """An experiment's (experiments.demo) report.json, and report.md with the metrics table,
+    glossary, timings and figures."""
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, default=float)
+    _plot_experiment_curves(os.path.join(workdir, "pck_curves.png"), report)
+    _plot_pseudo_labels(os.path.join(workdir, "pseudo_labels.png"), report["pseudo_labels"])
+    _experiment_qualitative(os.path.join(workdir, "qualitative.png"), report)
+    m, s = report["models"], report["summary"]
+    ds = report["dataset"]
+    lines = [
+        f"# {report['title']}",
+        "",
+        f"Source (labelled RGB + depth): `{ds['source']}`; target (unlabelled RGB): "
+        f"`{ds['target']}`; evaluated on the source's `{ds['eval_split']}` split and the "
+        f"target's `{ds.get('target_eval_split', ds['eval_split'])}` split. Pre-training "
+        f"{report['plan']['pretrain_steps']} steps, fine-tuning {report['plan']['finetune_steps']}"
+        f" steps; fine-tuned weights: {m['finetuned'].get('weights', '?')}.",
+        "",
+        "| metric | split | mean pose | pre-trained | fine-tuned | better |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label, better in EXPERIMENT_HEADLINE:
+        for d in DOMAINS:
+            vals = [m[k][d].get(key) for k in ("mean_pose", "pretrained", "finetuned")]
+            if any(v is None for v in vals):
+                continue
+            lines.append(f"| {label} | {d} | " + " | ".join(f"{v:.4g}" for v in vals)
+                         + f" | {better} |")
+    kept = report["pseudo_labels"]["kept"]
+    lines += [
+        "",
+        f"- Domain gap: the pre-trained model's target EPE is **{s['target_over_source']:.2f}x** "
+        f"its source EPE ({s['target_epe_pretrained_mm']:.2f} vs "
+        f"{s['source_epe_pretrained_mm']:.2f} mm).",
+        (f"- Fine-tuning closes **{100 * s['gap_closed']:.0f}%** of that gap on the target "
+         if s["gap_closed"] == s["gap_closed"] else
+         "- The target scores no worse than the source: there is no gap to close; fine-tuning "
+         "moves the target ")
+        + f"({s['target_epe_pretrained_mm']:.2f} -> {s['target_epe_finetuned_mm']:.2f} mm); "
+        f"2D PCK@0.05 on the target changes by {s['pck_2d_gain_target']:+.3f}.",
+    ]
+    if kept:
+        lines.append(f"- Pseudo-labels kept per step: {min(kept):.2f} to {max(kept):.2f} "
+                     f"(first {kept[0]:.2f}, last {kept[-1]:.2f}); see pseudo_labels.png.")
+    lines += ["", "## Glossary", ""] + [f"- **{k}**: {v}." for k, v in GLOSSARY]
+    lines += ["", "## Time (seconds, this machine)", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["seconds"].items()]
+    lines += [
+        "", "## Figures", "",
+        "3D PCK (root and scale known) of the three predictors on both evaluated splits:", "",
+        "![PCK curves](pck_curves.png)", "",
+        "Pseudo-labels during fine-tuning (kept share and mean confidence C):", "",
+        "![pseudo-labels](pseudo_labels.png)", "",
+        "Target images of its evaluated split, pre-trained (left of each pair) and fine-tuned "
+        "(right) predictions in red, ground truth in green:", "",
+        "![qualitative](qualitative.png)", "",
+    ]
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def _plot_experiment_curves(path: str, report: dict) -> None:
+    """Both domains side by side, the three predictors' 3D PCK curves in each."""
+    fig, axes = _figure((10.0, 4.0), 1, 2)
+    for ax, d in zip(axes[0], DOMAINS, strict=True):
+        for model, style in (("mean_pose", ":"), ("pretrained", "--"), ("finetuned", "-")):
+            src = report["dirs"].get(_experiment_stage(model, d))
+            if not src:
+                continue
+            with open(os.path.join(src, "metrics.json")) as f:
+                data = json.load(f)
+            curve = data.get("curves", {}).get("known_root/pck_0_50")
+            if curve is None:
+                continue
+            t, c = np.asarray(curve["thresholds_mm"]), np.asarray(curve["pck"])
+            auc = report["models"][model][d].get("known_root/auc_20_50", float("nan"))
+            ax.plot(t, c, style, label=f"{model} (AUC 20-50 {auc:.3f})")
+        ax.axvspan(20, 50, color="0.93", zorder=0)
+        split = report["dataset"].get(f"{d}_eval_split" if d == "target" else "eval_split")
+        ax.set(title=f"{d}: {split or 'test'} split", xlabel="threshold (mm)", ylabel="3D PCK",
+               xlim=(0, 50), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.savefig(path, dpi=100)
+
+
+def _experiment_stage(model: str, domain: str) -> str:
+    """The experiment driver's stage that evaluated `model` on `domain` (keys report['dirs'])."""
+    return {"mean_pose": f"mean pose ({domain})",
+            "pretrained": f"evaluate pre-trained ({domain})",
+            "finetuned": f"evaluate fine-tuned ({domain})"}[model]
+
+
+def _plot_pseudo_labels(path: str, curve: dict) -> None:
+    fig, ax = _figure((6.0, 3.5))
+    if curve["step"]:
+        ax.plot(curve["step"], curve["kept"], label="kept share")
+        ax2 = ax.twinx()
+        ax2.plot(curve["step"], curve["confidence"], color="C1", label="mean C(r)")
+        ax2.set_ylabel("mean C(r)")
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.set(xlabel="step", ylabel="kept share", ylim=(0, 1.02), title="pseudo-labels")
+    if curve["step"]:
+        ax.legend(loc="upper left", fontsize=8)
+    fig.savefig(path, dpi=100)
+
+
+def _experiment_qualitative(path: str, report: dict, n: int = 6) -> None:
+    """Pairs of panels on the first n target test images: pre-trained, then fine-tuned."""
+    dirs = [report["dirs"].get(_experiment_stage(k, "target")) for k in ("pretrained", "finetuned")]
+    if not all(dirs):
+        return
+    preds = [np.load(os.path.join(d, "predictions.npz")) for d in dirs]
+    images = _first_target_images(report, n)
+    if images is None:
+        return
+    idx = np.searchsorted(preds[0]["index"], images["index"])
+    pics, pred_uv, gt_uv, vis, titles = [], [], [], [], []
+    for row, i in zip(idx, images["index"], strict=True):
+        for name, p in zip(("pre-trained", "fine-tuned"), preds, strict=True):
+            err = np.linalg.norm(p["pred_uv"][row] - p["gt_uv"][row], axis=-1).mean()
+            pics.append(images["image"][list(images["index"]).index(i)])
+            pred_uv.append(p["pred_uv"][row])
+            gt_uv.append(p["gt_uv"][row])
+            vis.append(p["visibility"][row])
+            titles.append(f"#{int(i)} {name}: {err:.2f} px")
+    plot_qualitative(path, np.stack(pics), np.stack(pred_uv), np.stack(gt_uv), np.stack(vis),
+                     int(preds[0]["output_size"][0]), titles, columns=4)
+
+
+def _first_target_images(report: dict, n: int) -> dict | None:
+    # Imported here: TensorFlow, which `import hpe_jax.evaluation.report` (and .run) must not load.
+    from hpe_jax.data import pipeline
+    from hpe_jax.data.preprocess import denormalize_image
+
+    cfg = report["config"]["data"]
+    split = cfg.get("target_eval_split") or cfg["eval_split"]
+    ds = pipeline.eval_dataset(cfg["target"], split, data_dir=cfg["data_dir"] or None,
+                               input_size=cfg["input_size"], output_size=cfg["output_size"])
+    images, index = [], []
+    for ex in ds.take(n).as_numpy_iterator():
+        images.append(np.asarray(denormalize_image(ex["image"])))
+        index.append(int(ex["index"]))
+    if not images:
+        return None
+    order = np.argsort(index)
+    return {"image": np.stack(images)[order], "index": np.asarray(index)[order]}
 
 
 def _figure(figsize: tuple[float, float], rows: int = 1, cols: int = 1):

@@ -191,9 +191,16 @@ class DualModalityNet(nn.Module):
             # would overwrite (the arrays themselves are immutable).
             self.sow("first_pass", "batch_stats",
                      jax.tree_util.tree_map(lambda x: x, self.variables["batch_stats"]))
+        return y_r, self.fused_pass(rgb, y_r, train=train)
+
+    def fused_pass(self, rgb: Array, y_r: dict[str, Array], *, train: bool = False
+                   ) -> dict[str, Array]:
+        """Pass 2 of `two_pass`: the fused way on `rgb` with y_R's depth map (upsampled to the
+        input size, clipped, a stop-gradient input) in place of a measured depth: y_F. The
+        labelled pass with `pretrain.fused_depth='predicted'` (`training.steps.apply_labelled`)
+        runs it after its own first pass, so both phases feed the fused way alike."""
         d_r = jax.lax.stop_gradient(upsample_depth(y_r["depth_map"], rgb.shape[1]))
-        y_f = self(rgb=rgb, depth=d_r, train=train, ways=("fused",))["fused"]
-        return y_r, y_f
+        return self(rgb=rgb, depth=d_r, train=train, ways=("fused",))["fused"]
 
     def _head(self, s: Array, projection: nn.Module, train: bool) -> dict[str, Array]:
         y = self.decoder(s, train=train)

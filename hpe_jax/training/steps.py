@@ -24,7 +24,7 @@ import optax
 from flax import jax_utils
 
 from hpe_jax.hand.camera import apply_affine
-from hpe_jax.models.dual_modality import DualModalityNet, upsample_depth
+from hpe_jax.models.dual_modality import DualModalityNet
 from hpe_jax.objectives.losses import (
     Batch,
     LossConfig,
@@ -93,11 +93,10 @@ def apply_labelled(model: nn.Module, variables: dict, rgb: jnp.ndarray,
     ways = ("rgb", "depth") if loss.use_depth else ("rgb",)
     outputs, updated = model.apply(variables, rgb=rgb, depth=depth, train=True, ways=ways,
                                    mutable=["batch_stats"])
-    d_r = jax.lax.stop_gradient(upsample_depth(outputs["rgb"]["depth_map"], rgb.shape[1]))
     variables = {"params": variables["params"], "batch_stats": updated["batch_stats"]}
-    fused, updated = model.apply(variables, rgb=rgb, depth=d_r, train=True, ways=("fused",),
-                                 mutable=["batch_stats"])
-    return {**outputs, **fused}, updated
+    fused, updated = model.apply(variables, rgb, outputs["rgb"], train=True,
+                                 method=DualModalityNet.fused_pass, mutable=["batch_stats"])
+    return {**outputs, "fused": fused}, updated
 
 
 def _finish_step(
