@@ -21,12 +21,14 @@ JAX_LINKS_tpu := -f https://storage.googleapis.com/jax-releases/libtpu_releases.
 setup: $(STAMP) $(if $(filter-out cpu,$(ACCEL)),$(VENV)/.installed-$(ACCEL))
 
 # Re-installs only when requirements.txt or pyproject.toml change (the stamp is newer otherwise).
+# One console line for the whole set-up (the commands are these four; errors still print).
 $(STAMP): requirements.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
-	$(PIP) -r requirements.txt
-	$(PIP) --no-deps -e .
-	touch $(STAMP)
+	@echo "Setting up $(VENV): pip install -r requirements.txt and this package (once; a few minutes)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PIP) -r requirements.txt
+	@$(PIP) --no-deps -e .
+	@touch $(STAMP)
 
 # The accelerator's jax on top of the CPU set (same version; the CPU backend stays available).
 $(VENV)/.installed-%: $(STAMP)
