@@ -1,19 +1,20 @@
-"""JAX against PyTorch on one config's pre-training step, alternating, on this machine.
+"""JAX against PyTorch on one config's training steps, alternating, on this machine.
 
     .venv/bin/python benchmarks/side_by_side.py --config=configs/reproduce.py \
         --torch_python=/tmp/torchenv/bin/python --rounds=2 --cpu_devices=1,2 \
         --output_dir=benchmarks/results_cpu/side_by_side_<date>
 
-Each round runs PyTorch once (`benchmarks/torch_reference.py`, as many threads as cores) and
-then JAX once per entry of --cpu_devices (`tools.benchmark --benchmarks=pretrain`, the step
-pmapped over that many XLA:CPU devices as `make reproduce` runs it with two), so a machine
-that slows down during the run slows both. The torch flags are derived from the config (network
-size, input size, batch, stem pool, decoder upsamplings, the fused way's depth), never written
-by hand. Every run's JSON is kept in --output_dir beside `summary.json`: best images/s per
-framework and setting over the rounds and the ratio JAX / PyTorch. Run it with nothing else on
-the machine (docs/benchmarks.md). PyTorch is not a dependency of the project: --torch_python
-names an interpreter that has it (python3 -m venv /tmp/torchenv && /tmp/torchenv/bin/pip
-install torch numpy).
+Each round runs, per step (--phases: the pre-training and the fine-tuning step), PyTorch once
+(`benchmarks/torch_reference.py`, as many threads as cores) and then JAX once per entry of
+--cpu_devices (`tools.benchmark --benchmarks=<phase>`, the step pmapped over that many XLA:CPU
+devices, as `make reproduce` runs it with two), so a machine that slows down during the run
+slows both. The torch flags are derived from the config (network size, input size, batch
+sizes, stem pool, decoder upsamplings, the fused way's depth, the EMA decay), never written by
+hand. Every run's JSON is kept in --output_dir beside `summary.json`: best images/s per step,
+framework and setting over the rounds and the ratio JAX / PyTorch per step. Run it with nothing
+else on the machine (docs/benchmarks.md). PyTorch is not a dependency of the project:
+--torch_python names an interpreter that has it (python3 -m venv /tmp/torchenv &&
+/tmp/torchenv/bin/pip install torch numpy).
 """
 
 from __future__ import annotations
@@ -49,21 +50,27 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def torch_flags(config) -> list[str]:
-    """benchmarks/torch_reference.py's flags for the network and step `config` trains."""
+def torch_flags(config, phase: str = "pretrain") -> list[str]:
+    """benchmarks/torch_reference.py's flags for the network and `phase`'s step `config`
+    trains."""
     m = config.model
-    flags = ["--model=dual", f"--depth={m.resnet_depth}", f"--width={m.width}",
-             f"--image_size={config.data.input_size}",
-             f"--batch_size={config.pretrain.batch_size}",
+    flags = ["--model=dual", f"--phase={phase}", f"--depth={m.resnet_depth}",
+             f"--width={m.width}", f"--image_size={config.data.input_size}",
              f"--deconv_features={m.deconv_features}", f"--proj_hidden={m.proj_hidden}",
              f"--proj_dim={m.proj_dim}", f"--num_deconv={m.num_deconv}",
              f"--fused_depth={config.pretrain.fused_depth}"]
+    if phase == "pretrain":
+        flags.append(f"--batch_size={config.pretrain.batch_size}")
+    else:
+        flags += [f"--batch_size={config.finetune.batch_size}",
+                  f"--unlabelled_batch_size={config.finetune.unlabelled_batch_size}",
+                  f"--ema_decay={config.finetune.ema_decay}"]
     if not m.stem_pool:
         flags.append("--no_stem_pool")
     return flags
 
 
-def _run(cmd: list[str], env: dict[str, str], output: str) -> float:
+def _run(cmd: list[str], env: dict[str, str], output: str, phase: str) -> float:
     """Runs one benchmark process; returns its best images/s (from the JSON it wrote)."""
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -71,7 +78,7 @@ def _run(cmd: list[str], env: dict[str, str], output: str) -> float:
                  + done.stderr[-2000:])
     with open(output) as f:
         result = json.load(f)
-    return float((result.get("train_pretrain") or result)["images_per_s"])
+    return float((result.get(f"train_{phase}") or result)["images_per_s"])
 
 
 def main() -> None:
@@ -80,6 +87,7 @@ def main() -> None:
     p.add_argument("--torch_python", required=True, help="a python with torch installed")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--cpu_devices", default="1,2", help="JAX settings, comma-separated")
+    p.add_argument("--phases", default="pretrain,finetune", help="steps, comma-separated")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
@@ -93,40 +101,50 @@ def main() -> None:
                  "numpy")
     config = _load_config(args.config)
     devices = [int(d) for d in args.cpu_devices.split(",")]
+    phases = args.phases.split(",")
+    if not set(phases) <= {"pretrain", "finetune"}:
+        sys.exit(f"side_by_side: --phases={args.phases}: use pretrain, finetune or both")
     os.makedirs(args.output_dir, exist_ok=True)
     timing = [f"--steps={args.steps}", f"--repeats={args.repeats}", f"--warmup={args.warmup}"]
     threads = os.cpu_count() or 1
     best: dict[str, float] = {}
     runs: list[dict] = []
     for r in range(1, args.rounds + 1):
-        out = os.path.join(args.output_dir, f"torch_r{r}.json")
-        ips = _run([args.torch_python, "benchmarks/torch_reference.py", *torch_flags(config),
-                    *timing, f"--threads={threads}", f"--output={out}"], dict(os.environ), out)
-        runs.append({"round": r, "framework": "torch", "images_per_s": ips, "file": out})
-        best["torch"] = max(best.get("torch", 0.0), ips)
-        for n in devices:
-            out = os.path.join(args.output_dir, f"jax_{n}dev_r{r}.json")
-            env = dict(os.environ)
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                                + f" --xla_force_host_platform_device_count={n}").strip()
-            ips = _run([sys.executable, "-m", "tools.benchmark", f"--config={args.config}",
-                        "--benchmarks=pretrain", *timing, f"--output={out}"], env, out)
-            runs.append({"round": r, "framework": f"jax_{n}dev", "images_per_s": ips,
-                         "file": out})
-            best[f"jax_{n}dev"] = max(best.get(f"jax_{n}dev", 0.0), ips)
-        print(f"round {r}: " + ", ".join(f"{x['framework']} {x['images_per_s']:.1f}"
+        for phase in phases:
+            out = os.path.join(args.output_dir, f"torch_{phase}_r{r}.json")
+            ips = _run([args.torch_python, "benchmarks/torch_reference.py",
+                        *torch_flags(config, phase), *timing, f"--threads={threads}",
+                        f"--output={out}"], dict(os.environ), out, phase)
+            runs.append({"round": r, "phase": phase, "framework": "torch",
+                         "images_per_s": ips, "file": out})
+            for n in devices:
+                out = os.path.join(args.output_dir, f"jax_{phase}_{n}dev_r{r}.json")
+                env = dict(os.environ)
+                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                                    + f" --xla_force_host_platform_device_count={n}").strip()
+                ips = _run([sys.executable, "-m", "tools.benchmark", f"--config={args.config}",
+                            f"--benchmarks={phase}", *timing, f"--output={out}"], env, out,
+                           phase)
+                runs.append({"round": r, "phase": phase, "framework": f"jax_{n}dev",
+                             "images_per_s": ips, "file": out})
+        print(f"round {r}: " + ", ".join(f"{x['phase']} {x['framework']} {x['images_per_s']:.1f}"
                                           for x in runs if x["round"] == r), flush=True)
+    for x in runs:
+        key = f"{x['phase']}/{x['framework']}"
+        best[key] = max(best.get(key, 0.0), x["images_per_s"])
     summary = {
         "config": args.config, "machine": _cpu_name(),
         "cpu_count": threads, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "best_images_per_s": best,
-        "ratio_to_torch": {k: v / best["torch"] for k, v in best.items() if k != "torch"},
+        "ratio_to_torch": {k: v / best[k.split("/")[0] + "/torch"] for k, v in best.items()
+                           if not k.endswith("/torch")},
         "runs": runs,
     }
     with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     for k, v in summary["ratio_to_torch"].items():
-        print(f"{k}: {best[k]:.1f} images/s, {v:.2f}x PyTorch ({best['torch']:.1f})")
+        torch_best = best[k.split("/")[0] + "/torch"]
+        print(f"{k}: {best[k]:.1f} images/s, {v:.2f}x PyTorch ({torch_best:.1f})")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,13 @@ with the same epsilon guard, the shared SimpleBaseline decoder with the integral
 the two projection heads) and the same step as `hpe_jax.training.steps.pretrain_step` with the
 default loss switches: both views stacked along the batch, L_s = M(y_R) + M(y_D) + M(y_F) on the
 first view, the four NT-Xent terms of Eq. 3 (paper form, tau 0.5), lambda_c 0.1, Adam with betas
-(0.9, 0.99). `--model=resnet` is a plain ResNet classifier step (softmax cross-entropy, Adam),
+(0.9, 0.99). `--phase=finetune` times `hpe_jax.training.steps.finetune_step` instead
+(`--batch_size` labelled source images + `--unlabelled_batch_size` target images per step): L_s
+on the three ways, the EMA teacher's two passes on the weak target view, the student's two
+passes on the strong view, L_l on both ways and L_d, Adam, the teacher's EMA update; the
+pseudo-label's kinematic correction (per-joint geometry, no convolution) is left out and the
+losses keep the squared form.
+`--model=resnet` is a plain ResNet classifier step (softmax cross-entropy, Adam),
 as `hpe_jax.experiments.benchmarking.benchmark_resnet_classifier`.
 
 Timing: `--warmup` untimed steps, then `--repeats` runs of `--steps` steps, each ending with a
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import platform
@@ -192,6 +199,23 @@ class DualModalityNet(nn.Module):
         y["projection"] = projection(s)
         return y
 
+    def two_pass(self, rgb):
+        """hpe_jax's DualModalityNet.two_pass: the RGB way, then the fused way with attention
+        from E_D on the RGB way's own depth map (upsampled, clipped, no gradient)."""
+        y_r = self.head(self.rgb_encoder(rgb), self.rgb_projection)
+        weights = []
+
+        def self_attend(site, f):
+            w = attention_weights(f, self.eps)
+            weights.append(w)
+            return w * f
+
+        d_r = F.interpolate(y_r["depth_map"].detach(), size=rgb.shape[-2:], mode="bilinear",
+                            align_corners=False).clamp(-1.0, 1.0)
+        self.depth_encoder(d_r, self_attend)
+        s_f = self.rgb_encoder(rgb, lambda site, f: weights[site] * f)
+        return y_r, self.head(s_f, self.rgb_projection)
+
     def forward(self, rgb, depth):
         weights = []
 
@@ -246,6 +270,50 @@ def pretrain_loss(out, batch, n, lambda_c=0.1):
     return l_s + lambda_c * l_c
 
 
+def pose_term(pred, uv, z, weights, lambda_z=50.0):
+    """The pose part of M per image, weighted (L_l's kept pseudo-labels)."""
+    per = (((pred["uv"] - uv) ** 2).sum(-1) + lambda_z * (pred["z"] - z) ** 2).mean(-1)
+    return (per * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def pseudo_labels(t_r, t_f, lambda_z=50.0):
+    """r and its keep mask from the teacher's two passes (Eq. 8, C(r) <= epsilon). The
+    kinematic correction rho of hpe_jax (per-joint geometry on 21 x N points, no convolution)
+    is left out: r is the mean of the two passes and epsilon the batch's median C."""
+    uvs, zs = torch.stack([t_r["uv"], t_f["uv"]]), torch.stack([t_r["z"], t_f["z"]])
+    r_uv, r_z = uvs.mean(0), zs.mean(0)
+    conf = (((uvs - r_uv) ** 2).sum(-1) + lambda_z * (zs - r_z) ** 2).mean((0, 2))
+    return r_uv, r_z, (conf <= conf.median()).float()
+
+
+def finetune_loss(model, teacher, batch, target, lambda_l=1.0, lambda_dist=0.2):
+    """hpe_jax.training.steps.finetune_step's loss: L_s on the labelled source batch (the three
+    ways, the fused one on predicted depth as in pre-training), then the teacher's two passes
+    on the weak target view (inference, no gradient), the student's two passes on the strong
+    view, L_l on p_R and p_F (pseudo_on='both') and L_d = M(y_R, sg(y_F))."""
+    out = model(batch["image"], batch["depth"])
+    l_s = sum(multimodal_loss(out[k], batch) for k in ("rgb", "depth", "fused"))
+    with torch.no_grad():
+        t_r, t_f = teacher.two_pass(target["image_weak"])
+        r_uv, r_z, keep = pseudo_labels(t_r, t_f)
+    y_r, y_f = model.two_pass(target["image_strong"])
+    l_l = pose_term(y_r, r_uv, r_z, keep) + pose_term(y_f, r_uv, r_z, keep)
+    fixed = {k: v.detach() for k, v in y_f.items()}
+    l_d = multimodal_loss(y_r, {"uv": fixed["uv"], "z": fixed["z"], "mask": fixed["mask"],
+                                "depth_target": fixed["depth_map"]})
+    return l_s + lambda_l * l_l + lambda_dist * l_d
+
+
+@torch.no_grad()
+def ema_update(teacher, model, decay):
+    """The EMA teacher's update after the optimizer step: parameters and BatchNorm buffers."""
+    for t, m in zip(teacher.state_dict().values(), model.state_dict().values(), strict=True):
+        if t.dtype.is_floating_point:
+            t.lerp_(m, 1.0 - decay)
+        else:
+            t.copy_(m)
+
+
 # ---------------------------------------------------------------------------------------------
 # Benchmark
 
@@ -265,6 +333,7 @@ def synthetic_batch(n, size, device, memory_format):
 
 def make_step(args, device, memory_format):
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[args.amp_dtype]
+    after_update = None
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if args.amp else \
         contextlib.nullcontext
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and args.amp_dtype == "float16")
@@ -274,9 +343,17 @@ def make_step(args, device, memory_format):
                                 args.proj_dim, stem_pool=not args.no_stem_pool,
                                 num_deconv=args.num_deconv, fused_depth=args.fused_depth)
         batch = synthetic_batch(n, args.image_size, device, memory_format)
-        rgb = torch.cat([batch["image"], batch["image_pos"]])
-        depth = torch.cat([batch["depth"], batch["depth_pos"]])
-        compute_loss = lambda m: pretrain_loss(m(rgb, depth), batch, n)  # noqa: E731
+        if args.phase == "finetune":
+            unlabelled = synthetic_batch(args.unlabelled_batch_size, args.image_size, device,
+                                         memory_format)
+            target = {"image_weak": unlabelled["image"], "image_strong": unlabelled["image_pos"]}
+            teacher = copy.deepcopy(model).to(device=device, memory_format=memory_format).eval()
+            compute_loss = lambda m: finetune_loss(m, teacher, batch, target)  # noqa: E731
+            after_update = lambda m: ema_update(teacher, m, args.ema_decay)  # noqa: E731
+        else:
+            rgb = torch.cat([batch["image"], batch["image_pos"]])
+            depth = torch.cat([batch["depth"], batch["depth_pos"]])
+            compute_loss = lambda m: pretrain_loss(m(rgb, depth), batch, n)  # noqa: E731
     else:
         encoder = ResNet(args.depth, args.width, 3)
         model = nn.Sequential(encoder, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
@@ -298,6 +375,8 @@ def make_step(args, device, memory_format):
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        if after_update is not None:
+            after_update(model)
         return loss
 
     return step, model
@@ -344,6 +423,11 @@ def main():
     p.add_argument("--num_deconv", type=int, default=3, help="decoder upsamplings")
     p.add_argument("--fused_depth", choices=["measured", "predicted"], default="measured",
                    help="pretrain.fused_depth: the depth map behind the fused way's attention")
+    p.add_argument("--phase", choices=["pretrain", "finetune"], default="pretrain",
+                   help="--model=dual: the pre-training or the fine-tuning step")
+    p.add_argument("--unlabelled_batch_size", type=int, default=16,
+                   help="--phase=finetune: unlabelled target images per step")
+    p.add_argument("--ema_decay", type=float, default=0.999, help="--phase=finetune")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
@@ -376,7 +460,9 @@ def main():
         torch.float16 if args.amp else torch.float32)
     peak = matmul_peak(device, args.peak_size or (2048 if device.type == "cpu" else 8192),
                        peak_dtype)
-    rates = [args.batch_size / t for t in times]
+    # Images per step as hpe_jax.experiments.benchmarking counts them (fine-tuning: both batches).
+    items = args.batch_size + (args.unlabelled_batch_size if args.phase == "finetune" else 0)
+    rates = [items / t for t in times]
     result = {
         "framework": f"torch {torch.__version__}", "device": str(device),
         "device_name": (torch.cuda.get_device_name() if device.type == "cuda"
@@ -384,7 +470,7 @@ def main():
         "threads": torch.get_num_threads(), "args": vars(args),
         "images_per_s": max(rates), "images_per_s_median": statistics.median(rates),
         "images_per_s_worst": min(rates), "images_per_s_all": rates,
-        "step_time_s_best": min(times), "final_loss": float(loss),
+        "step_time_s_best": min(times), "final_loss": float(loss.detach()),
         "flops_per_step": flops, "achieved_flops_per_s": flops / min(times),
         "peak_flops_per_s": peak, "peak_dtype": str(peak_dtype).replace("torch.", ""),
         "mfu": flops / min(times) / peak,

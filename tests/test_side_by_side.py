@@ -27,3 +27,7 @@ def test_reproduce_flags_follow_the_config_and_exist_in_the_torch_script():
     flags = side_by_side.torch_flags(config)
     assert "--no_stem_pool" not in flags and "--image_size=96" in flags
     assert {f.split("=")[0] for f in flags} <= _torch_options()
+    flags = side_by_side.torch_flags(config, "finetune")
+    assert "--phase=finetune" in flags and "--unlabelled_batch_size=16" in flags
+    assert "--batch_size=16" in flags and "--ema_decay=0.99" in flags
+    assert {f.split("=")[0] for f in flags} <= _torch_options()
