@@ -245,3 +245,13 @@ def test_train_names_a_truncated_init_variables_file_before_any_work(tmp_path):
     line = _one_line(proc, "train")
     assert "variables.npz cannot be read, it is truncated" in line, line
     assert not (tmp_path / "d").exists()  # nothing rendered
+
+
+def test_default_cpu_devices_follow_what_was_measured_faster():
+    """One XLA:CPU device on an AVX2-only CPU, two (at most the cores) elsewhere."""
+    from hpe_jax.runtime import cpu
+
+    assert cpu.default_cpu_devices(avx512=False, cores=2) == 1
+    assert cpu.default_cpu_devices(avx512=True, cores=2) == 2
+    assert cpu.default_cpu_devices(avx512=True, cores=16) == 2
+    assert cpu.default_cpu_devices(avx512=True, cores=1) == 1

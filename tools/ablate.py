@@ -28,7 +28,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "runs/data", "TFDS data_dir.")
 _TABLE = flags.DEFINE_enum("table", "4", ["3", "4", "4ft"], "Which table.")
 _PRETRAINED = flags.DEFINE_string("pretrained", None,
                                   "Table 4ft: the pre-trained run's training workdir.")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", min(2, os.cpu_count() or 1),
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", cpu.default_cpu_devices(),
                                     "Split the CPU into this many JAX devices (tools.demo).")
 _ROWS = flags.DEFINE_list("rows", None, "Only these row indices (0-based), e.g. --rows=2,4 in "
                           "one process and --rows=0,1,3 in another.")

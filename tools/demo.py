@@ -27,9 +27,10 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "runs/data", "TFDS data_dir for synt
 _EXPORT = flags.DEFINE_string("export_pretrained", None,
                               "Write the pre-trained network here (the demo's starting point).")
 _CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", min(2, os.cpu_count() or 1),
+    "cpu_devices", cpu.default_cpu_devices(),
     "Split the CPU into this many JAX devices (data parallel, synchronised BatchNorm: the "
-    "same computation) so XLA:CPU keeps both cores of a small machine busy; 1: one device; "
+    "same computation); default: 1 on x86 CPUs without AVX-512, else 2 (runtime.cpu."
+    "default_cpu_devices: what was measured faster); "
     "the batch sizes must divide by it.")
 
 

@@ -57,12 +57,28 @@ def choose_cpu_convolutions(choice: str | None = None, avx512: bool | None = Non
     return choice
 
 
+def default_cpu_devices(avx512: bool | None = None, cores: int | None = None) -> int:
+    """How many XLA:CPU devices the tools split the host into unless told (`--cpu_devices`).
+
+    1 on an x86 CPU without AVX-512, min(2, cores) elsewhere. Measured side by side
+    (docs/benchmarks.md, `benchmarks/side_by_side.py`): on a 2-core AVX2 EPYC (XLA's own
+    convolutions, `choose_cpu_convolutions`) one device runs the `make reproduce` network's
+    pre-training step 9% and its fine-tuning step 19% faster than two; on a 2-core AVX-512 Xeon
+    (YNNPACK) two devices ran pre-training 14% faster than one. The same computation either way
+    (float rounding aside).
+    """
+    if avx512 is None:
+        avx512 = cpu_has_avx512()
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    return 1 if avx512 is False else max(1, min(2, cores))
+
+
 def split_cpu_into_devices(count: int) -> None:
     """Before JAX starts: expose the host as `count` XLA:CPU devices (no-op for count <= 1 or
     when XLA_FLAGS already sets a device count). The training loop then runs data parallel over
     them with synchronised BatchNorm (the same computation as one device with the whole batch),
-    which keeps more of the cores busy (measured on a 2-core VM: +11% pre-training images/s
-    with 2 devices than with one). Accelerators stay JAX's default."""
+    which keeps more of the cores busy where XLA's threads do not (`default_cpu_devices` says
+    where that pays). Accelerators stay JAX's default."""
     flag = "--xla_force_host_platform_device_count"
     if count > 1 and flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}={count}".strip()
