@@ -4,6 +4,7 @@ TensorFlow kept off the accelerators."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 
@@ -32,6 +33,12 @@ def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
     return None
 
 
+@functools.cache
+def _host_has_avx512() -> bool | None:
+    """`cpu_has_avx512` of this host, read once: start-up asks it twice (convolutions, devices)."""
+    return cpu_has_avx512()
+
+
 def choose_cpu_convolutions(choice: str | None = None, avx512: bool | None = None) -> str:
     """Before JAX starts: which library runs XLA:CPU's convolutions; returns 'ynn' or 'xla'.
 
@@ -49,7 +56,7 @@ def choose_cpu_convolutions(choice: str | None = None, avx512: bool | None = Non
         raise UsageError(f"{CONV_ENV_VAR}={choice!r} is not one of {', '.join(CONV_CHOICES)}")
     if choice == "auto":
         if avx512 is None:
-            avx512 = cpu_has_avx512()
+            avx512 = _host_has_avx512()
         choice = "xla" if avx512 is False else "ynn"
     flags_now = os.environ.get("XLA_FLAGS", "")
     if choice == "xla" and "--xla_cpu_experimental_ynn_fusion_type" not in flags_now:
@@ -68,7 +75,7 @@ def default_cpu_devices(avx512: bool | None = None, cores: int | None = None) ->
     (float rounding aside).
     """
     if avx512 is None:
-        avx512 = cpu_has_avx512()
+        avx512 = _host_has_avx512()
     cores = cores if cores is not None else (os.cpu_count() or 1)
     return 1 if avx512 is False else max(1, min(2, cores))
 

@@ -321,9 +321,12 @@ class _Run:
         self.pending.append(metrics)
         self.report(step, t0)
         stop = preempted or step == self.config.stop_after_steps
-        # An interval never spans the switch: the phases' metrics have different keys.
-        if step % self.log_every == 0 or self.save_due(step) or stop \
-                or step == self.plan.pretrain_steps:
+        # An interval ends at a log step, a phase's or the run's last step, or a stop (the
+        # console prints those), and before a save (TensorBoard only). It never spans the
+        # switch: the phases' metrics have different keys.
+        interval_end = (step % self.log_every == 0 or stop
+                        or step in (self.plan.pretrain_steps, self.plan.total_steps))
+        if interval_end or self.save_due(step):
             host = [jax.tree_util.tree_map(lambda x: np.asarray(x[0]), m)
                     for m in jax.device_get(self.pending)]
             for i, m in enumerate(host):
@@ -333,10 +336,7 @@ class _Run:
             summary["lr"] = float(self.schedule(step - 1))
             summary["phase"] = 0.0 if phase == "pretrain" else 1.0
             self.writer.write_scalars(step, summary)
-            # A save flushes the interval to TensorBoard; the console gets the log interval's
-            # lines only (and the phase's and the run's last).
-            if self.is_main and (step % self.log_every == 0 or stop
-                                 or step in (self.plan.pretrain_steps, self.plan.total_steps)):
+            if self.is_main and interval_end:
                 self.progress.log(step, summary)
         return stop
 
