@@ -24,7 +24,6 @@ Outputs of `render` (H = W = image_size):
 
 from __future__ import annotations
 
-import colorsys
 import functools
 import io
 import zlib
@@ -235,29 +234,8 @@ def _shape_mask(rng: np.random.Generator, size: int, centre=None, extent=None) -
     return mask
 
 
-def _random_colour(rng: np.random.Generator, natural: bool = False) -> np.ndarray:
-    """An object colour (3,) RGB in [0, 1]: uniform in the RGB cube, or (`natural`) drawn as
-    natural scenes' colours are spread: any hue, mostly low saturation (Beta(1, 2.5), mean
-    0.29), brightness Beta(2, 2) in [0.05, 0.95]. Uniform RGB cube colours are saturated on
-    average (mean HSV saturation ~0.6), far more than the objects around a hand usually are."""
-    if not natural:
-        return rng.uniform(0.05, 0.95, 3).astype(np.float32)
-    h, s, v = rng.uniform(), rng.beta(1.0, 2.5), 0.05 + 0.9 * rng.beta(2.0, 2.0)
-    return np.asarray(colorsys.hsv_to_rgb(h, s, v), np.float32)
-
-
-def dead_leaves(rng: np.random.Generator, size: int, natural: bool = True) -> np.ndarray:
-    """A (size, size, 3) dead-leaves image: 40-160 overlapping ellipses, rectangles and bars
-    whose sizes follow the power law p(r) ~ r^-3 between 1.5% and 40% of the image, painted
-    back to front, each a flat colour shaded by smooth noise: the scale-invariant clutter of
-    natural scenes (Lee, Mumford & Huang 2001), with no object of any particular kind."""
-    img = np.broadcast_to(_random_colour(rng, natural), (size, size, 3)).copy()
-    lo, hi = 0.015 * size, 0.4 * size
-    for _ in range(int(rng.integers(40, 161))):
-        r = (lo**-2 - rng.uniform() * (lo**-2 - hi**-2)) ** -0.5
-        m = _shape_mask(rng, size, extent=np.array([r, r * rng.uniform(0.3, 1.0)]))
-        img[m] = _random_colour(rng, natural)
-    return img * (0.75 + 0.5 * fractal_noise(rng, size, 1, (4, 8, 16)))
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0.05, 0.95, 3).astype(np.float32)
 
 
 def _skin_tone(rng: np.random.Generator, style: Style) -> np.ndarray:
@@ -265,15 +243,14 @@ def _skin_tone(rng: np.random.Generator, style: Style) -> np.ndarray:
     return np.clip(tone + rng.uniform(-style.tone_jitter, style.tone_jitter, 3), 0.02, 1.0)
 
 
-def random_background(rng: np.random.Generator, size: int, natural: bool = False) -> np.ndarray:
+def random_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A (size, size, 3) background from one of several generic families: a plain colour, a
-    gradient, two-colour fractal noise, multi-colour smooth noise, stripes or a checkerboard
-    (`natural`: also dead leaves, and colours as `_random_colour(natural=True)` draws them);
+    gradient, two-colour fractal noise, multi-colour smooth noise, stripes or a checkerboard;
     its colours darker or lighter as a whole, then a few large soft-shaded objects on it and
     an out-of-focus blur of the whole (a hand in focus before a farther scene)."""
     u, v = _coords(size)
-    family = rng.integers(7 if natural else 6)
-    c1, c2 = _random_colour(rng, natural), _random_colour(rng, natural)
+    family = rng.integers(6)
+    c1, c2 = _random_colour(rng), _random_colour(rng)
     if family == 0:
         img = np.broadcast_to(c1, (size, size, 3)).copy()
     elif family == 1:
@@ -286,15 +263,10 @@ def random_background(rng: np.random.Generator, size: int, natural: bool = False
         img = c1 + (c2 - c1) * w
     elif family == 3:
         img = value_noise(rng, size, int(rng.integers(2, 9)), 3)
-        if natural:  # towards grey as natural colours are: keep 20-60% of the saturation
-            grey = img.mean(-1, keepdims=True)
-            img = grey + rng.uniform(0.2, 0.6) * (img - grey)
     elif family == 4:
         th, period = rng.uniform(0, np.pi), rng.uniform(3, 40)
         w = 0.5 + 0.5 * np.sin(2 * np.pi * (u * np.cos(th) + v * np.sin(th)) / period)
         img = c1 + (c2 - c1) * (w > rng.uniform(0.2, 0.8))[..., None]
-    elif family == 6:
-        img = dead_leaves(rng, size, natural)
     else:
         cell = rng.uniform(4, 32)
         w = ((np.floor(u / cell) + np.floor(v / cell)) % 2)[..., None]
@@ -303,7 +275,7 @@ def random_background(rng: np.random.Generator, size: int, natural: bool = False
     for _ in range(rng.integers(0, 4)):  # large objects, shaded across their extent
         m = _shape_mask(rng, size, extent=rng.uniform(0.15, 0.5, 2) * size)
         shade = 0.6 + 0.6 * value_noise(rng, size, 3)[m]
-        img[m] = _random_colour(rng, natural) * shade
+        img[m] = _random_colour(rng) * shade
     sigma = rng.uniform(0.0, 2.5)
     if sigma > 0.3:
         img = ndimage.gaussian_filter(img, (sigma, sigma, 0), truncate=2.5)
@@ -313,9 +285,8 @@ def random_background(rng: np.random.Generator, size: int, natural: bool = False
 def background(rng: np.random.Generator, style: Style, size: int) -> np.ndarray:
     """A (size, size, 3) background of the style."""
     u, v = _coords(size)
-    natural = style.scene_colours == "natural"
     if style.background_families > 0 and rng.uniform() < style.background_families:
-        img = random_background(rng, size, natural)
+        img = random_background(rng, size)
     elif rng.uniform() < style.background_texture_probability:
         c1, c2 = _random_colour(rng), _random_colour(rng)
         if rng.uniform() < 0.5:
@@ -339,7 +310,7 @@ def background(rng: np.random.Generator, style: Style, size: int) -> np.ndarray:
             ramp = (ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)
             img = c1 * (1 - ramp[..., None]) + c2 * ramp[..., None]
     for _ in range(rng.integers(style.num_shapes[0], style.num_shapes[1] + 1)):
-        img[_shape_mask(rng, size)] = _random_colour(rng, natural)
+        img[_shape_mask(rng, size)] = _random_colour(rng)
     n_distractors = rng.integers(style.num_distractors[0], style.num_distractors[1] + 1)
     if n_distractors:
         shade = 0.75 + 0.35 * value_noise(rng, size, 4)
@@ -383,7 +354,7 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
         albedo *= 1.0 + 2.0 * style.skin_texture * tex
         albedo[:, 0] *= 1.0 + 0.5 * style.skin_texture * (value_noise(rng, size, 6)[fg][:, 0] - 0.5)
     if rng.uniform() < style.sleeve_probability:
-        albedo[~hand_mask[fg]] = _random_colour(rng, style.scene_colours == "natural")
+        albedo[~hand_mask[fg]] = _random_colour(rng)
     shaded = albedo * (ambient + (1.0 - ambient) * diffuse)
     if style.num_lights[1] > 1 or style.light_tint > 0:
         shaded = _tinted_lights(rng, style, shaded, albedo, normals, ambient)
@@ -405,8 +376,7 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
         for _ in range(rng.integers(1, 3)):
             centre = uv[rng.integers(len(uv))] + rng.normal(0, 0.08 * size, 2)
             m = _shape_mask(rng, size, centre, rng.uniform(0.06, 0.2, 2) * size)
-            colour = (_random_colour(rng, style.scene_colours == "natural")
-                      * (0.7 + 0.5 * value_noise(rng, size, 8)[m]))
+            colour = _random_colour(rng) * (0.7 + 0.5 * value_noise(rng, size, 8)[m])
             img[m] = colour
             occluded |= m
         depth[occluded] = hand.joints[:, 2].min() - 40.0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 
 Range = tuple[float, float]
-SCENE_COLOURS = ("uniform", "natural")
 RGB = tuple[float, float, float]
 
 # Skin tones from light to dark (roughly the Fitzpatrick range), RGB in [0, 1].
@@ -68,10 +67,6 @@ class Style:
         tint and strength.
       light_tint: maximum per-channel deviation of each light's colour from white.
       thickness_range: a per-hand factor on every capsule radius (slender or broad hands).
-      scene_colours: how the colours of everything but the skin (background, objects,
-        occluders, sleeves) are drawn: "uniform" in the RGB cube, or "natural" (mostly low
-        saturation, as natural scenes' colours are; the random backgrounds then also draw
-        dead-leaves clutter). `render._random_colour` says how.
       with_depth: the dataset stores metric depth.
       with_mask: the dataset stores the hand mask.
     """
@@ -103,7 +98,6 @@ class Style:
     num_lights: tuple[int, int] = (1, 1)
     light_tint: float = 0.0
     thickness_range: Range = (1.0, 1.0)
-    scene_colours: str = "uniform"
     with_depth: bool = True
     with_mask: bool = True
 
@@ -122,9 +116,6 @@ class Style:
                              "(0, 1] (a fraction of the image size)")
         if self.motion_blur[0] < 0.0:
             raise ValueError(f"Style {self.name!r}: motion_blur = {self.motion_blur} must be >= 0")
-        if self.scene_colours not in SCENE_COLOURS:
-            raise ValueError(f"Style {self.name!r}: scene_colours = {self.scene_colours!r} is not "
-                             f"one of {SCENE_COLOURS}")
         if not self.skin_tones:
             raise ValueError(f"Style {self.name!r}: skin_tones is empty; give at least one RGB")
         for field in ("grasp_probability", "background_texture_probability",
@@ -195,9 +186,4 @@ RANDOMIZED = Style(
     thickness_range=(0.85, 1.2),
 )
 
-#: RANDOMIZED with its scenes' colours drawn as natural scenes' are (mostly low saturation) and
-#: dead-leaves clutter among the backgrounds.
-RANDOMIZED_NATURAL = dataclasses.replace(RANDOMIZED, name="randomized_natural",
-                                         scene_colours="natural")
-
-STYLES = {s.name: s for s in (RENDER, CAPTURE, RANDOMIZED, RANDOMIZED_NATURAL)}
+STYLES = {s.name: s for s in (RENDER, CAPTURE, RANDOMIZED)}
