@@ -132,6 +132,9 @@ def get_config() -> ml_collections.ConfigDict:
                                                # "rgb" p_R only (the narrower reading of Eq. 10,
                                                # half the weight of the default)
     c.loss.use_distill = True                  # + L_d
+    c.loss.pseudo_label_passes = 2             # r from the teacher's two passes (Eq. 8: p_R,
+                                               # p_F and their corrections) or 1 (p_R and
+                                               # rho(p_R) only: the ablation of the two passes)
     c.loss.template = "sampler"                # rho's bone lengths: "sampler" = the synthetic
                                                # sampler's hand (default: the shipped configs'
                                                # source) or "source_mean" = the mean bone lengths

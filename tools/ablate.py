@@ -7,7 +7,8 @@ r"""Re-runs the paper's ablation tables on the embedded benchmark (or any config
 
 Table 4: M(y_R) -> +M(y_D) -> +M(y_F) -> +L_c -> +L_l -> +L_d. Table 3: pre-training alternatives.
 Table 4ft: the fine-tuning rows (+L_l, +L_d, EMA vs online teacher, BatchNorm statistics, L_s
-alone) from one pre-trained run's switch checkpoint, e.g. the one `make reproduce` wrote.
+alone, one-pass pseudo-labels) from one pre-trained run's switch checkpoint, e.g. the one
+`make reproduce` wrote, or from a network file (--pretrained=assets/demo_pretrained).
 Each row runs once per --seeds (default 0,1) and is evaluated on the target's val and test
 splits. Writes <workdir>/table<N>.md and .json (mean and every seed's value); finished runs are
 resumed, not re-trained.
@@ -27,7 +28,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/ablation", "Output directory.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "runs/data", "TFDS data_dir.")
 _TABLE = flags.DEFINE_enum("table", "4", ["3", "4", "4ft"], "Which table.")
 _PRETRAINED = flags.DEFINE_string("pretrained", None,
-                                  "Table 4ft: the pre-trained run's training workdir.")
+                                  "Table 4ft: the pre-trained run's training workdir, or a "
+                                  "network file (a directory with variables.npz).")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", cpu.default_cpu_devices(),
                                     "Split the CPU into this many JAX devices (tools.demo).")
 _ROWS = flags.DEFINE_list("rows", None, "Only these row indices (0-based), e.g. --rows=2,4 in "

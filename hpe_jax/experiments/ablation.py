@@ -7,8 +7,9 @@ Table 3 (pre-training alternatives): l1 feature alignment, intra-modal contrast,
 direct RGB-depth contrast, ours; pre-training only.
 Table "4ft" (the fine-tuning rows only, from one shared pre-trained checkpoint, e.g. the one
 `make reproduce` wrote): no adaptation, +L_l, +L_l +L_d (the method, EMA teacher), the same with
-the paper's online teacher, with BatchNorm statistics shared across the passes, and with L_l
-and L_d both off (the fine-tuning phase's other changes alone).
+the paper's online teacher, with BatchNorm statistics shared across the passes, with L_l
+and L_d both off (the fine-tuning phase's other changes alone), and with one-pass
+pseudo-labels (the RGB pass alone).
 Each row runs once per seed and is evaluated on the target's val and test splits (val chooses,
 test reports); the tables, with the mean and every seed's value, go to
 <workdir>/table{3,4,4ft}.md/.json.
@@ -53,6 +54,9 @@ TABLE4_FINETUNE = (
     # augmentations, AdaBN and BatchNorm statistics, more steps of L_s). Appended, so the
     # indices --rows names stay those of the rows above.
     ("L_s only (no L_l, no L_d)", {"loss.use_pseudo": False, "loss.use_distill": False}),
+    # Eq. 8's pseudo-label from the RGB pass alone (p_R and rho(p_R)): the paper's claim that
+    # the second, depth-attended pass makes better labels.
+    ("+L_l +L_d, one-pass pseudo-labels", {"loss.pseudo_label_passes": 1}),
 )
 COLUMNS = (("known_root/epe_mean_mm", "EPE (mm)"), ("known_root/auc_20_50", "AUC 20-50"),
            ("pck_2d", "PCK@0.05"))
@@ -81,8 +85,10 @@ def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
     """Trains and evaluates every row of `table` ('3', '4' or '4ft') once per seed; writes the
     markdown table (mean and every seed's value, per split).
 
-    pretrained: for '4ft', the training workdir whose switch checkpoint (step
-    `pretrain_steps` of `config`) every row fine-tunes from.
+    pretrained: for '4ft', what every row fine-tunes from: a training workdir (its switch
+      checkpoint, step `pretrain_steps` of `config`) or a network file (a directory with
+      variables.npz, e.g. assets/demo_pretrained: each row then starts from it with
+      `model.init_variables` and no pre-training, its checkpoint 0).
     rows: only these row indices (the others already in table<N>.json are kept), so that rows
       can run in separate processes.
     seeds: `config.seed` of each run (the data order, augmentation and initialisation); one
@@ -96,13 +102,16 @@ def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
     if table == "4ft" and not pretrained:
         raise ValueError("table 4ft fine-tunes a pre-trained run: pass its training workdir "
                          "(e.g. --pretrained=runs/reproduce/train)")
-    if table == "4ft" and not os.path.isdir(os.path.join(pretrained, "checkpoints")):
+    from_file = table == "4ft" and os.path.isfile(os.path.join(pretrained, "variables.npz"))
+    if (table == "4ft" and not from_file
+            and not os.path.isdir(os.path.join(pretrained, "checkpoints"))):
         from hpe_jax.runtime.cpu import UsageError
 
-        raise UsageError(f"--pretrained={pretrained} holds no checkpoints/; pass the pre-trained "
-                         "run's training workdir (e.g. --pretrained=runs/reproduce/train)")
+        raise UsageError(f"--pretrained={pretrained} holds neither checkpoints/ nor "
+                         "variables.npz; pass the pre-trained run's training workdir (e.g. "
+                         "--pretrained=runs/reproduce/train) or a network file (e.g. "
+                         "--pretrained=assets/demo_pretrained)")
     prepare_datasets(config)
-    pretrain_steps = loop.make_plan(config).pretrain_steps
     done = []
     for index, (label, fields) in enumerate(spec):
         if rows is not None and index not in rows:
@@ -110,8 +119,15 @@ def run_table(config: ml_collections.ConfigDict, workdir: str, table: str,
         runs = []
         for seed in seeds:
             row_dir = os.path.join(workdir, f"table{table}", _slug(label), f"seed{seed}")
-            row_config = _with_fields(config, dict(fields or {}, seed=seed))
-            if table == "4ft":
+            overrides = dict(fields or {}, seed=seed)
+            if from_file:
+                overrides.update({"model.init_variables": pretrained, "pretrain.epochs": 0})
+            row_config = _with_fields(config, overrides)
+            pretrain_steps = loop.make_plan(row_config).pretrain_steps
+            if from_file:
+                if not os.path.isdir(os.path.join(row_dir, "checkpoints")):
+                    loop.save_start(row_config, row_dir)
+            elif table == "4ft":
                 _seed_from(pretrained, row_dir, pretrain_steps)
             elif table == "4" and label in ("+L_l", "+L_d"):
                 _seed_from(os.path.join(workdir, "table4", _slug("+L_c"), f"seed{seed}"),

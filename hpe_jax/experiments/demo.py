@@ -41,7 +41,7 @@ from hpe_jax.evaluation.report import (
 from hpe_jax.evaluation.run import evaluate_checkpoint
 from hpe_jax.runtime import cli
 from hpe_jax.training import checkpoint, config_checks, loop
-from hpe_jax.training.factory import build_model, initial_state, save_variables
+from hpe_jax.training.factory import save_variables
 
 
 def _stopping_at(config: ml_collections.ConfigDict, step: int) -> ml_collections.ConfigDict:
@@ -168,16 +168,6 @@ def pseudo_label_curve(train_dir: str) -> dict[str, list[float]]:
             "confidence": [c["pseudo/confidence"][i] for i in keep]}
 
 
-def _save_start(config: ml_collections.ConfigDict, train_dir: str) -> None:
-    """No pre-training (pretrain.epochs = 0): the initial state (e.g. `model.init_variables`,
-    the shipped pre-trained network) becomes checkpoint 0, the baseline that is evaluated."""
-    tx, _ = loop.make_optimizer(config, loop.make_plan(config))
-    state = initial_state(config, build_model(config.model, "batch"), tx)
-    manager = checkpoint.make_manager(train_dir, config.keep_checkpoints)
-    checkpoint.save(manager, state, wait=True)
-    manager.wait_until_finished()
-
-
 def export_pretrained(config: ml_collections.ConfigDict, train_dir: str, step: int,
                       directory: str, evaluations: dict) -> str:
     """Writes the pre-trained (switch) checkpoint's variables where the demo starts from, with
@@ -222,7 +212,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str,
     switch = plan.pretrain_steps
     have = _latest_step(train_dir)
     if switch == 0:
-        stages.run("pre-trained start", lambda: _save_start(config, train_dir), done=have >= 0)
+        stages.run("pre-trained start", lambda: loop.save_start(config, train_dir), done=have >= 0)
     else:
         # Stop at the switch so the synthetic-only baseline can be evaluated, then resume.
         stages.run("pre-training", lambda: loop.train(

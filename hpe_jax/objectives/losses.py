@@ -18,6 +18,7 @@ import ml_collections
 from hpe_jax.objectives.contrastive import nt_xent
 from hpe_jax.objectives.heatmap import heatmap_kl
 from hpe_jax.objectives.pose import multimodal_loss
+from hpe_jax.objectives.pseudo_labels import PSEUDO_LABEL_PASSES
 
 Batch = dict[str, jnp.ndarray]
 Metrics = dict[str, jnp.ndarray]
@@ -54,6 +55,7 @@ class LossConfig:
     pseudo_on: str
     label_huber_delta: float
     target_huber_delta: float
+    pseudo_label_passes: int
 
     def __post_init__(self):
         if self.contrast_mode not in CONTRAST_MODES:
@@ -61,6 +63,9 @@ class LossConfig:
                              f"{', '.join(CONTRAST_MODES)}")
         if self.pseudo_on not in PSEUDO_ON:
             raise ValueError(f"unknown loss.pseudo_on {self.pseudo_on!r}; use 'both' or 'rgb'")
+        if self.pseudo_label_passes not in PSEUDO_LABEL_PASSES:
+            raise ValueError(f"loss.pseudo_label_passes={self.pseudo_label_passes}; use 2 (the "
+                             "paper's Eq. 8) or 1 (the RGB pass alone)")
 
     @classmethod
     def from_config(cls, loss: ml_collections.ConfigDict | LossConfig) -> LossConfig:
@@ -74,7 +79,7 @@ class LossConfig:
             raise ValueError(f"config.loss lacks {', '.join(missing)}; start from "
                              "configs/default.py's loss block")
         values = {n: loss[n] for n in fields}
-        casts = {"float": float, "bool": bool, "str": str}
+        casts = {"float": float, "bool": bool, "str": str, "int": int}
         return cls(**{n: casts[fields[n].type](v) for n, v in values.items()})
 
     @property

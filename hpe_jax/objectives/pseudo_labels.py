@@ -33,6 +33,9 @@ def normalized_template() -> np.ndarray:
     return (t / np.linalg.norm(t[REFERENCE_BONE[1]] - t[REFERENCE_BONE[0]])).astype(np.float32)
 
 
+#: `loss.pseudo_label_passes` choices: the teacher's passes r averages (Eq. 8: two).
+PSEUDO_LABEL_PASSES: tuple[int, ...] = (1, 2)
+
 #: `loss.template` choices: the bone lengths rho corrects to.
 TEMPLATES: tuple[str, ...] = ("sampler", "source_mean")
 
@@ -113,21 +116,27 @@ def make_pseudo_labels(
     lambda_z: float,
     epsilon: float,
     uv_scale: float = 1.0,
+    passes: int = 2,
 ) -> dict[str, Array]:
     """r = (p_R + rho(p_R) + p_F + rho(p_F)) / 4, its confidence C(r), and the keep mask.
 
     Args:
       pose_r, pose_f: (uv (N, J, 2), z (N, J)) of the first (RGB) and second (fused) pass.
       K: (N, 3, 3) output-resolution intrinsics of the image the poses were predicted on.
+      passes: 2 (Eq. 8) or 1: r = (p_R + rho(p_R)) / 2 and C their spread, the second pass
+        left out (`loss.pseudo_label_passes`, the ablation of the paper's two-pass claim).
     Returns:
       'uv', 'z' (the pseudo-label r; zeros where not finite), 'confidence' (N,) (may be
       non-finite), 'finite' (N,) float (r and C finite) and 'keep' (N,) float (finite and
       C <= epsilon).
     """
-    corr_r = corrected_25d(*pose_r, K, template)
-    corr_f = corrected_25d(*pose_f, K, template)
-    uvs = jnp.stack([pose_r[0], corr_r[0], pose_f[0], corr_f[0]])
-    zs = jnp.stack([pose_r[1], corr_r[1], pose_f[1], corr_f[1]])
+    if passes not in PSEUDO_LABEL_PASSES:
+        raise ValueError(f"pseudo-label passes={passes}; use one of {PSEUDO_LABEL_PASSES}")
+    poses = [pose_r, corrected_25d(*pose_r, K, template)]
+    if passes == 2:
+        poses += [pose_f, corrected_25d(*pose_f, K, template)]
+    uvs = jnp.stack([uv for uv, _ in poses])
+    zs = jnp.stack([z for _, z in poses])
     r_uv, r_z = pseudo_label(uvs, zs)
     conf = pseudo_label_confidence(uvs, zs, lambda_z, uv_scale)
     # A degenerate teacher pose (e.g. joints 9 and 10 on one pixel) can make the lifted pose, and

@@ -214,6 +214,17 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def save_start(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Saves the initial state (e.g. `model.init_variables`, a pre-trained network file) as
+    checkpoint 0 in workdir: with `pretrain.epochs` 0 it is the baseline that is evaluated, and
+    `train` resumes from it straight into fine-tuning."""
+    tx, _ = make_optimizer(config, make_plan(config))
+    state = initial_state(config, build_model(config.model, "batch"), tx)
+    manager = checkpoint.make_manager(workdir, config.keep_checkpoints)
+    checkpoint.save(manager, state, wait=True)
+    manager.wait_until_finished()
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     """Runs (or resumes) the whole training of `config` in `workdir`; returns the final state.
 

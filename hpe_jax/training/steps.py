@@ -239,7 +239,7 @@ def teacher_confidence(
     t_r, t_f, _ = two_pass(model, variables, images, train=False)
     labels = make_pseudo_labels((t_r["uv"], t_r["z"]), (t_f["uv"], t_f["z"]), K, template,
                                 lambda_z=loss.lambda_z, epsilon=loss.epsilon,
-                                uv_scale=loss.uv_scale)
+                                uv_scale=loss.uv_scale, passes=loss.pseudo_label_passes)
     return labels["confidence"]
 
 
@@ -299,7 +299,7 @@ def finetune_step(
     t_r, t_f, _ = two_pass(model, t_vars, tgt["image_weak"], train=False)
     labels = make_pseudo_labels((t_r["uv"], t_r["z"]), (t_f["uv"], t_f["z"]), tgt["K_weak"],
                                 template, lambda_z=loss.lambda_z, epsilon=loss.epsilon,
-                                uv_scale=loss.uv_scale)
+                                uv_scale=loss.uv_scale, passes=loss.pseudo_label_passes)
     labels = jax.lax.stop_gradient(labels)
     # Carry r into the student's strong view by the known affine (z is scale-free: unchanged).
     r_uv = apply_affine(tgt["weak_to_strong"], labels["uv"])

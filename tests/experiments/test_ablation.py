@@ -24,7 +24,7 @@ def test_table_4ft_refuses_a_pretrained_dir_without_checkpoints_before_any_work(
 
     config = tiny_config()
     config.data.data_dir = str(tmp_path / "data")
-    with pytest.raises(UsageError, match=r"--pretrained=.*nope holds no checkpoints/"):
+    with pytest.raises(UsageError, match=r"--pretrained=.*nope holds neither checkpoints/"):
         ablation.run_table(config, str(tmp_path / "w"), "4ft", str(tmp_path / "nope"))
     assert not (tmp_path / "data").exists()  # nothing rendered
 
@@ -71,3 +71,18 @@ def test_table_4ft_runs_each_row_per_seed_on_val_and_test(tiny_data_dir, tmp_pat
         assert same[0] == same[1]
     assert method["splits"]["val"] != method["splits"]["test"]
     assert (tmp_path / "abl" / "table4ft" / ablation._slug(method["row"]) / "seed1").is_dir()
+    # From a network file (the student at the switch): no pre-training, checkpoint 0 is the
+    # baseline, and the one-pass row fine-tunes from it.
+    from hpe_jax.training import checkpoint
+    from hpe_jax.training.factory import save_variables
+
+    switch = loop.make_plan(config).pretrain_steps
+    variables, _ = checkpoint.load_variables(str(tmp_path / "pre"), switch, prefer_teacher=False)
+    save_variables(str(tmp_path / "net"), variables, {"what": "test network"})
+    base_f, one_pass = ablation.run_table(config, str(tmp_path / "abl_file"), "4ft",
+                                          str(tmp_path / "net"), rows=(0, 6), seeds=(0,),
+                                          splits=("val",))
+    assert one_pass["row"] == "+L_l +L_d, one-pass pseudo-labels"
+    assert base_f["step"] == 0
+    assert one_pass["step"] == loop.make_plan(config).finetune_steps
+    assert one_pass["splits"]["val"] != base_f["splits"]["val"]

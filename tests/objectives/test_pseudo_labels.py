@@ -1,5 +1,6 @@
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from hpe_jax.hand import camera, kinematics
 from hpe_jax.hand.skeleton import REFERENCE_BONE, ROOT
@@ -38,6 +39,21 @@ def test_disagreeing_passes_are_rejected_by_the_threshold():
     assert float(out["confidence"][0]) > 1.5 and float(out["keep"][0]) == 0.0
     loose = pl.make_pseudo_labels((uv, z), shifted, K, template, lambda_z=50.0, epsilon=1e9)
     assert float(loose["keep"][0]) == 1.0
+
+
+def test_one_pass_labels_ignore_the_second_pass():
+    xyz, K = _hand_in_crop(2)
+    uv, z, _, _ = camera.encode_25d(xyz, K)
+    template = pl.normalized_template()
+    far = (uv + 4.0, z + 0.5)  # a second pass that two-pass labels would reject and move to
+    one = pl.make_pseudo_labels((uv, z), far, K, template, lambda_z=50.0, epsilon=1.5, passes=1)
+    alone = pl.make_pseudo_labels((uv, z), (uv, z), K, template, lambda_z=50.0, epsilon=1.5)
+    for key in ("uv", "z", "confidence", "keep"):
+        np.testing.assert_allclose(one[key], alone[key], rtol=1e-5, atol=1e-5)
+    two = pl.make_pseudo_labels((uv, z), far, K, template, lambda_z=50.0, epsilon=1.5)
+    assert float(two["confidence"][0]) > float(one["confidence"][0]) + 1.0
+    with pytest.raises(ValueError, match="passes=3"):
+        pl.make_pseudo_labels((uv, z), far, K, template, lambda_z=50.0, epsilon=1.5, passes=3)
 
 
 def test_normalized_template_has_unit_reference_bone():
