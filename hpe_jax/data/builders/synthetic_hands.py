@@ -117,6 +117,8 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
         config_from_style(styles.RANDOMIZED, name="randomized"),
         config_from_style(styles.RANDOMIZED, name="randomized_large", num_train=12000),
         config_from_style(styles.RANDOMIZED, name="randomized_tiny", num_train=64, num_test=32),
+        config_from_style(styles.RANDOMIZED_UPRIGHT, name="randomized_upright_large",
+                          num_train=12000, seed=1),
     ]
     DEFAULT_CONFIG_NAME = "source"
 
