@@ -10,6 +10,8 @@ as its test split, rendered from other seeds, for choosing settings):
   randomized, randomized_large: the randomized style (styles.RANDOMIZED, generic domain
                randomisation), 4000 / 500 and 12000 / 500: the labelled source of
                `make reproduce` and `make real`.
+  randomized_upright_large: styles.RANDOMIZED_UPRIGHT (half the hands held up), 12000 / 500:
+               a candidate source for real photographs (docs/results.md).
   source_tiny, target_tiny, randomized_tiny: 64 / 32 examples, for tests and smoke runs.
 
 A config for any `Style` comes from `config_from_style(style, ...)`; pass it as
