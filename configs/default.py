@@ -52,7 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
         sleeve_probability=0.0,
         # Procedural clutter behind the labelled source hand (needs its mask), with blobs in
         # the hand's colour (not in the paper; 0 = off); in the same phases.
-        source_background_probability=0.0))
+        source_background_probability=0.0,
+        # G mirrors a labelled crop left-right (a right hand becomes a left one), labels moved
+        # with it (not in the paper; 0 = off).
+        flip_probability=0.0))
     c.data.source_occlusion_phases = ("finetune",)
 
     c.model = ml_collections.ConfigDict()

@@ -53,6 +53,10 @@ class AugmentConfig:
         depth cube but outside the hand mask) is recoloured as a sleeve of one random colour,
         keeping its shading (`sleeve`). Needs depth; applied with the source occluder. Not in
         the paper (0 = off).
+      flip_probability: chance that G also mirrors a labelled crop left-right, the labels
+        moved with the pixels (the intrinsics get a negative focal length, the relative depths
+        stay): a rendered right hand becomes a left hand, so that the network learns hands of
+        both sides. Not in the paper (0 = off); it never touches the unlabelled views.
       source_background_probability: chance that a labelled image's background (off the hand
         mask and off the forearm) is replaced by procedural clutter (`clutter_background`): a
         smooth random colour field with finer colour noise and one to three blobs in the
@@ -83,6 +87,7 @@ class AugmentConfig:
     source_occlusion_size: tuple[float, float] = (0.2, 0.5)
     sleeve_probability: float = 0.0
     source_background_probability: float = 0.0
+    flip_probability: float = 0.0
 
     def __post_init__(self):
         for name in ("scale_range", "blur_sigma", "weak_scale_range"):
@@ -96,7 +101,8 @@ class AugmentConfig:
                                  "0 < min <= max <= 1 (fractions of the crop side)")
         for name in ("blur_probability", "depth_hole_probability", "depth_hole_fraction",
                      "strong_occlusion_probability", "source_occlusion_probability",
-                     "sleeve_probability", "source_background_probability"):
+                     "sleeve_probability", "source_background_probability",
+                     "flip_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must lie in [0, 1]")
 
@@ -135,6 +141,15 @@ def sample_geometry(key: tf.Tensor, rotation_deg: float, scale_range: tuple[floa
     t = translation * size
     shift = _uniform(k_shift, -t, t, [2]) if t > 0 else tf.zeros([2])
     return rotation, scale, shift
+
+
+def sample_flip(key: tf.Tensor, probability: float) -> tf.Tensor:
+    """Whether G mirrors the crop: () bool, from a key folded off G's, so that the other draws
+    are the same with mirroring on or off."""
+    if probability <= 0.0:
+        return tf.constant(False)
+    k = tf.random.experimental.stateless_fold_in(key, 6)
+    return _uniform(k, 0.0, 1.0) < probability
 
 
 def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor, radius: int = 3) -> tf.Tensor:

@@ -238,6 +238,10 @@ def _labelled_example(ex, key, *, input_size, output_size, cfg, with_depth, cube
     geo = aug.sample_geometry(k_geo, cfg.rotation_deg, cfg.scale_range, cfg.translation,
                               input_size)
     a_in, a_out = _crop(ex, input_size, output_size, *geo, crop_margin)
+    if cfg.flip_probability > 0:  # a mirrored crop: the hand of the other side
+        flip = aug.sample_flip(k_geo, cfg.flip_probability)
+        a_in = tf.where(flip, pp.mirror_affine(input_size) @ a_in, a_in)
+        a_out = tf.where(flip, pp.mirror_affine(output_size) @ a_out, a_out)
     out = _labels(ex, a_out, output_size)
     image = pp.warp(ex["image"], a_in, input_size, "bilinear") / 255.0
     if with_depth:

@@ -90,6 +90,11 @@ def resize_affine(factor: float) -> tf.Tensor:
     return tf.constant([[factor, 0.0, t], [0.0, factor, t], [0.0, 0.0, 1.0]], tf.float32)
 
 
+def mirror_affine(size: int) -> tf.Tensor:
+    """(3, 3) affine mirroring a size x size crop left-right: u -> (size - 1) - u."""
+    return tf.constant([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], tf.float32)
+
+
 def apply_affine(A: tf.Tensor, uv: tf.Tensor) -> tf.Tensor:
     """(J, 2) pixels mapped by a (3, 3) affine: `camera.apply_affine`."""
     return tf.linalg.matmul(uv, A[:2, :2], transpose_b=True) + A[:2, 2]

@@ -163,6 +163,27 @@ def test_source_sleeve_and_occluder_change_the_image_not_the_labels():
         augment.AugmentConfig(sleeve_probability=1.5)
 
 
+def test_mirrored_crop_is_the_other_hand_with_its_labels():
+    base = _labelled_views(augment.AugmentConfig())
+    flipped = _labelled_views(augment.AugmentConfig(flip_probability=1.0))
+    for key in ("image", "depth", "mask", "depth_target"):
+        np.testing.assert_allclose(flipped[key], base[key].numpy()[:, ::-1], atol=1e-5,
+                                   err_msg=key)
+    # The joints move with the pixels; their relative depths and the hand's size stay.
+    np.testing.assert_allclose(flipped["uv"][:, 0], s - 1 - base["uv"].numpy()[:, 0], atol=1e-4)
+    np.testing.assert_allclose(flipped["uv"][:, 1], base["uv"][:, 1], atol=1e-4)
+    for key in ("z", "z_root", "scale", "visibility"):
+        np.testing.assert_array_equal(flipped[key], base[key], err_msg=key)
+    assert float(flipped["K"][0, 0]) == -float(base["K"][0, 0])  # a mirrored camera
+    # Probability 0 (the default) mirrors nothing; the other draws are the same either way.
+    half = [_labelled_views(augment.AugmentConfig(flip_probability=0.5), key=(k, 1))
+            for k in range(12)]
+    mirrored = [bool(v["K"][0, 0] < 0) for v in half]
+    assert 0 < sum(mirrored) < len(mirrored)
+    with pytest.raises(ValueError, match="flip_probability"):
+        augment.AugmentConfig(flip_probability=2.0)
+
+
 def test_source_background_clutter_replaces_only_the_background():
     base = _labelled_views(augment.AugmentConfig())
     cluttered = _labelled_views(augment.AugmentConfig(source_background_probability=1.0))
