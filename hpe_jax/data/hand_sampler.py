@@ -122,26 +122,12 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     )
 
 
-def sample_orientation(
-    rng: np.random.Generator, upright_probability: float = 0.0, upright_spread_deg: float = 45.0
-) -> np.ndarray:
-    """A random hand orientation (3, 3) whose forearm (hand -y) does not point at the camera.
-
-    Uniform over such rotations; with `upright_probability` the hand is then turned about the
-    camera's axis so that its forearm enters from below the image, its image direction
-    N(straight down, `upright_spread_deg`), as an arm held up in front of a camera mostly is.
-    The extra draws happen only when `upright_probability` > 0 (older styles keep their bytes).
-    """
+def sample_orientation(rng: np.random.Generator) -> np.ndarray:
+    """A random hand orientation (3, 3) whose forearm (hand -y) does not point at the camera."""
     for _ in range(100):
         R = random_rotation(rng)
         if -R[2, 1] > -0.15:  # z component of the forearm direction, hand -y in camera frame
-            break
-    if upright_probability > 0.0 and rng.uniform() < upright_probability:
-        forearm = -R[:, 1]
-        current = np.arctan2(forearm[1], forearm[0])  # image angle; +y points down (OpenCV)
-        wanted = np.pi / 2 + np.deg2rad(upright_spread_deg) * rng.normal()
-        c, s = np.cos(wanted - current), np.sin(wanted - current)
-        R = (np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ R).astype(np.float32)
+            return R
     return R
 
 
@@ -205,19 +191,16 @@ def sample_hand(
     scale_range: tuple[float, float] = (0.85, 1.15),
     proportion_std: float = 0.05,
     border: float = 0.06,
-    upright_probability: float = 0.0,
-    upright_spread_deg: float = 45.0,
 ) -> Hand:
     """A posed hand in front of camera K whose joints project inside the image.
 
     The root (middle MCP) is put at a depth from `distance_range` (mm) on a ray through a random
     pixel near the centre; the ray is pulled towards the centre until every joint lies at least
     `border * image_size` pixels inside the image (or the distance grows if that is not enough).
-    `upright_probability`, `upright_spread_deg`: the view prior of `sample_orientation`.
     """
     prior = "grasp" if rng.uniform() < grasp_probability else "open"
     angles, bases, phalanges, scale = sample_hand_frame(rng, prior, scale_range, proportion_std)
-    R = sample_orientation(rng, upright_probability, upright_spread_deg)
+    R = sample_orientation(rng)
     z_root = float(rng.uniform(*distance_range))
     target = (image_size - 1) / 2.0 + rng.uniform(-0.2, 0.2, 2) * image_size
     centre = np.array([(image_size - 1) / 2.0] * 2)

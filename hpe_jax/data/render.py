@@ -331,8 +331,7 @@ def render(style: Style, rng: np.random.Generator, image_size: int = 128) -> dic
     hand = hand_sampler.sample_hand(
         rng, K, size, grasp_probability=style.grasp_probability,
         distance_range=style.distance_range, scale_range=style.scale_range,
-        proportion_std=style.proportion_std, upright_probability=style.upright_probability,
-        upright_spread_deg=style.upright_spread_deg,
+        proportion_std=style.proportion_std,
     )
     # Drawn only by styles that vary it, so the other styles' random streams stay as they were.
     thickness = (rng.uniform(*style.thickness_range) if style.thickness_range != (1.0, 1.0)

@@ -67,11 +67,6 @@ class Style:
         tint and strength.
       light_tint: maximum per-channel deviation of each light's colour from white.
       thickness_range: a per-hand factor on every capsule radius (slender or broad hands).
-      upright_probability: chance the hand is turned in the image so that its forearm enters
-        from below (fingers up), as an arm held up to a camera mostly is; otherwise (and
-        at 0, the default) its orientation is uniform (`hand_sampler.sample_orientation`).
-      upright_spread_deg: standard deviation (degrees) of the upright hand's roll about
-        straight up.
       with_depth: the dataset stores metric depth.
       with_mask: the dataset stores the hand mask.
     """
@@ -103,8 +98,6 @@ class Style:
     num_lights: tuple[int, int] = (1, 1)
     light_tint: float = 0.0
     thickness_range: Range = (1.0, 1.0)
-    upright_probability: float = 0.0
-    upright_spread_deg: float = 45.0
     with_depth: bool = True
     with_mask: bool = True
 
@@ -126,8 +119,7 @@ class Style:
         if not self.skin_tones:
             raise ValueError(f"Style {self.name!r}: skin_tones is empty; give at least one RGB")
         for field in ("grasp_probability", "background_texture_probability",
-                      "occluder_probability", "sleeve_probability", "background_families",
-                      "upright_probability"):
+                      "occluder_probability", "sleeve_probability", "background_families"):
             if not 0.0 <= getattr(self, field) <= 1.0:
                 raise ValueError(f"Style {self.name!r}: {field} must be a probability in [0, 1]")
 
@@ -194,10 +186,4 @@ RANDOMIZED = Style(
     thickness_range=(0.85, 1.2),
 )
 
-#: `RANDOMIZED` with a generic view prior: half the hands are held up (forearm from below,
-#: roll N(0, 45 deg)), the other half keep the uniform orientation. The prior is a statement
-#: about how people hold hands to a camera, chosen before any measurement, not fitted to a set.
-RANDOMIZED_UPRIGHT = dataclasses.replace(RANDOMIZED, name="randomized_upright",
-                                         upright_probability=0.5)
-
-STYLES = {s.name: s for s in (RENDER, CAPTURE, RANDOMIZED, RANDOMIZED_UPRIGHT)}
+STYLES = {s.name: s for s in (RENDER, CAPTURE, RANDOMIZED)}

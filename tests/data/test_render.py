@@ -113,23 +113,6 @@ def test_grasp_prior_closes_the_hand_more_than_the_open_prior():
     assert flex["grasp"] > flex["open"]
 
 
-def test_upright_prior_turns_the_forearm_down_the_image_and_keeps_its_depth():
-    def forearm_down(probability, n=200):
-        rng = np.random.default_rng(3)
-        return np.mean([-hand_sampler.sample_orientation(rng, probability, 30.0)[1, 1] > 0
-                        for _ in range(n)])
-
-    # Image y points down: the forearm (hand -y) enters from below in nearly every upright hand
-    # (within 3 sigma of straight down), in about half of the uniform ones.
-    assert forearm_down(1.0) > 0.97 and 0.35 < forearm_down(0.0) < 0.65
-    # The turn is about the camera's axis: the hand's depth profile (the third row) is the
-    # uniform draw's.
-    up = hand_sampler.sample_orientation(np.random.default_rng(5), 1.0)
-    uniform = hand_sampler.sample_orientation(np.random.default_rng(5))
-    np.testing.assert_allclose(up[2], uniform[2], atol=1e-6)
-    np.testing.assert_allclose(up @ up.T, np.eye(3), atol=1e-5)
-
-
 def test_bad_style_and_prior_are_rejected_with_a_clear_message():
     with pytest.raises(ValueError, match="distance_range"):
         dataclasses.replace(styles.RENDER, distance_range=(600.0, 300.0))
@@ -141,8 +124,6 @@ def test_bad_style_and_prior_are_rejected_with_a_clear_message():
         dataclasses.replace(styles.CAPTURE, resolution=(0.5, 1.5))
     with pytest.raises(ValueError, match="motion_blur"):
         dataclasses.replace(styles.CAPTURE, motion_blur=(-1.0, 2.0))
-    with pytest.raises(ValueError, match="upright_probability"):
-        dataclasses.replace(styles.RANDOMIZED, upright_probability=1.5)
 
 
 @pytest.mark.parametrize("length, angle", [(4.0, 0.0), (5.5, np.pi / 2), (3.0, np.pi / 4)])

@@ -12,8 +12,6 @@ as its test split, rendered from other seeds, for choosing settings):
                `make reproduce` and `make real`.
   randomized_fresh_large: the randomized style from seed 1, 12000 / 500: new images of the
                same distribution, the control when a source variant is compared.
-  randomized_upright_large: styles.RANDOMIZED_UPRIGHT (half the hands held up), 12000 / 500:
-               a candidate source for real photographs (docs/results.md).
   source_tiny, target_tiny, randomized_tiny: 64 / 32 examples, for tests and smoke runs.
 
 A config for any `Style` comes from `config_from_style(style, ...)`; pass it as
@@ -125,8 +123,6 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
         # distribution, the control when a source variant is compared (docs/results.md).
         config_from_style(styles.RANDOMIZED, name="randomized_fresh_large", num_train=12000,
                           seed=1),
-        config_from_style(styles.RANDOMIZED_UPRIGHT, name="randomized_upright_large",
-                          num_train=12000, seed=1),
     ]
     DEFAULT_CONFIG_NAME = "source"
 
