@@ -401,6 +401,51 @@ def time_loop(fn, device, steps, repeats, warmup):
     return times, out
 
 
+# torch.profiler's leaf ops grouped as benchmarks/profile_step.py groups XLA's (first match wins).
+PROFILE_KINDS = (
+    ("convolutions: backward (input and weight gradients)", ("convolution_backward",)),
+    ("convolutions: forward", ("convolution", "conv2d", "conv_transpose")),
+    ("BatchNorm (statistics, apply, backward)", ("batch_norm",)),
+    ("optimizer (Adam, EMA)", ("_foreach", "adam", "lerp")),
+    ("matrix products", ("mm", "matmul", "linear", "bmm")),
+    ("copies and layout", ("copy", "clone", "contiguous", "cat", "stack", "to", "empty",
+                           "zero", "fill", "as_strided", "view", "reshape", "permute",
+                           "transpose", "slice", "select", "index", "unsqueeze", "expand")),
+    ("reductions", ("sum", "mean", "max", "min", "norm", "logsumexp", "softmax")),
+)
+
+
+def profile_kind(name: str) -> str:
+    """The kind of a torch op (e.g. 'aten::mkldnn_convolution') for the per-kind table."""
+    op = name.split("::")[-1].lower()
+    for kind, keys in PROFILE_KINDS:
+        if any(k in op for k in keys):
+            return kind
+    return "elementwise and the rest (ReLU, losses, attention)"
+
+
+def profile_steps(fn, steps: int) -> dict:
+    """Self CPU time per op kind and the 15 largest ops, ms per step, over `steps` steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            fn()
+    wall = (time.perf_counter() - t0) / steps * 1e3
+    ops = [(e.key, e.self_cpu_time_total / 1e3 / steps) for e in prof.key_averages()]
+    kinds: dict[str, float] = {}
+    for name, ms in ops:
+        kinds[profile_kind(name)] = kinds.get(profile_kind(name), 0.0) + ms
+    total = sum(kinds.values())
+    return {"op_ms_per_step": round(total, 1), "wall_ms_per_step_profiled": round(wall, 1),
+            "kinds": {k: {"ms": round(v, 1), "share": round(v / total, 3)}
+                      for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+            "top_ops": [{"op": n, "kind": profile_kind(n), "ms": round(ms, 2)}
+                        for n, ms in sorted(ops, key=lambda kv: -kv[1])[:15]]}
+
+
 def matmul_peak(device, size, dtype):
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
@@ -439,6 +484,9 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
     p.add_argument("--peak_size", type=int, default=0, help="0: 2048 on CPU, 8192 on GPU")
     p.add_argument("--output", default="")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile --steps steps with torch.profiler: self CPU time per op "
+                        "kind and the largest ops, ms per step ('profile' in the JSON)")
     args = p.parse_args()
     if args.image_size % 32:
         p.error(f"--image_size must be divisible by 32, got {args.image_size}")
@@ -475,6 +523,8 @@ def main():
         "peak_flops_per_s": peak, "peak_dtype": str(peak_dtype).replace("torch.", ""),
         "mfu": flops / min(times) / peak,
     }
+    if args.profile:
+        result["profile"] = profile_steps(step, args.steps)
     text = json.dumps(result, indent=2)
     if args.output:
         os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
