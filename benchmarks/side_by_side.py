@@ -92,6 +92,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--output_dir", required=True)
+    p.add_argument("--jax_variants", default="",
+                   help="JAX settings to compare, comma-separated LABEL=OVERRIDE (e.g. "
+                        "xla=--config.model.conv_grad=xla,patches=--config.model.conv_grad="
+                        "patches); default: the config as it is")
     args = p.parse_args()
     if not os.path.exists(args.config):
         sys.exit(f"side_by_side: --config={args.config} does not exist")
@@ -104,6 +108,11 @@ def main() -> None:
     phases = args.phases.split(",")
     if not set(phases) <= {"pretrain", "finetune"}:
         sys.exit(f"side_by_side: --phases={args.phases}: use pretrain, finetune or both")
+    variants = [tuple(v.split("=", 1)) for v in args.jax_variants.split(",") if v]
+    if any(len(v) != 2 or not v[0] or not v[1].startswith("--config.") for v in variants):
+        sys.exit(f"side_by_side: --jax_variants={args.jax_variants}: use LABEL=--config.FIELD="
+                 "VALUE, comma-separated")
+    variants = variants or [("", "")]
     os.makedirs(args.output_dir, exist_ok=True)
     timing = [f"--steps={args.steps}", f"--repeats={args.repeats}", f"--warmup={args.warmup}"]
     threads = os.cpu_count() or 1
@@ -118,15 +127,19 @@ def main() -> None:
             runs.append({"round": r, "phase": phase, "framework": "torch",
                          "images_per_s": ips, "file": out})
             for n in devices:
-                out = os.path.join(args.output_dir, f"jax_{phase}_{n}dev_r{r}.json")
-                env = dict(os.environ)
-                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                                    + f" --xla_force_host_platform_device_count={n}").strip()
-                ips = _run([sys.executable, "-m", "tools.benchmark", f"--config={args.config}",
-                            f"--benchmarks={phase}", *timing, f"--output={out}"], env, out,
-                           phase)
-                runs.append({"round": r, "phase": phase, "framework": f"jax_{n}dev",
-                             "images_per_s": ips, "file": out})
+                for label, override in variants:
+                    name = f"jax_{n}dev" + (f"_{label}" if label else "")
+                    out = os.path.join(args.output_dir, f"jax_{phase}_{n}dev"
+                                       + (f"_{label}" if label else "") + f"_r{r}.json")
+                    env = dict(os.environ)
+                    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                                        + f" --xla_force_host_platform_device_count={n}").strip()
+                    ips = _run([sys.executable, "-m", "tools.benchmark",
+                                f"--config={args.config}", *([override] if override else []),
+                                f"--benchmarks={phase}", *timing, f"--output={out}"], env, out,
+                               phase)
+                    runs.append({"round": r, "phase": phase, "framework": name,
+                                 "images_per_s": ips, "file": out})
         print(f"round {r}: " + ", ".join(f"{x['phase']} {x['framework']} {x['images_per_s']:.1f}"
                                           for x in runs if x["round"] == r), flush=True)
     for x in runs:
