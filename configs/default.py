@@ -83,10 +83,6 @@ def get_config() -> ml_collections.ConfigDict:
                                                # "subpixel" (the same function as a 3x3 conv +
                                                # depth-to-space; faster on XLA:CPU) or "auto"
                                                # (subpixel on CPU, transpose on GPU/TPU)
-    c.model.conv_grad = "auto"                 # the convolutions' kernel gradients: "xla",
-                                               # "patches" (a matrix product over the input's
-                                               # windows: the same function, no transposes;
-                                               # models/conv.py) or "auto" (patches on CPU)
     c.model.dtype = "float32"                  # or "bfloat16" (params stay float32)
     c.model.bn_cross_device = True             # BatchNorm statistics over all devices
     c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision):

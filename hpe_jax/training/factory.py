@@ -34,7 +34,6 @@ def build_model(model_cfg: ml_collections.ConfigDict, axis_name: str | None) -> 
         stem_pool=model_cfg.stem_pool,
         num_deconv=model_cfg.num_deconv,
         scan_blocks=model_cfg.scan_blocks,
-        conv_grad=model_cfg.conv_grad,
         dtype=jnp.dtype(model_cfg.dtype),
     )
 
