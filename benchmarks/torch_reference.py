@@ -411,6 +411,7 @@ PROFILE_KINDS = (
     ("copies and layout", ("copy", "clone", "contiguous", "cat", "stack", "to", "empty",
                            "zero", "fill", "as_strided", "view", "reshape", "permute",
                            "transpose", "slice", "select", "index", "unsqueeze", "expand")),
+    ("elementwise and the rest (ReLU, losses, attention)", ("clamp",)),  # not a 'min' reduction
     ("reductions", ("sum", "mean", "max", "min", "norm", "logsumexp", "softmax")),
 )
 
