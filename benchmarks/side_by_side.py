@@ -94,8 +94,8 @@ def main() -> None:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--jax_variants", default="",
                    help="JAX settings to compare, comma-separated LABEL=OVERRIDE (e.g. "
-                        "xla=--config.model.conv_grad=xla,patches=--config.model.conv_grad="
-                        "patches); default: the config as it is")
+                        "subpixel=--config.model.deconv_impl=subpixel,transpose=--config.model."
+                        "deconv_impl=transpose); default: the config as it is")
     args = p.parse_args()
     if not os.path.exists(args.config):
         sys.exit(f"side_by_side: --config={args.config} does not exist")
@@ -128,9 +128,9 @@ def main() -> None:
                          "images_per_s": ips, "file": out})
             for n in devices:
                 for label, override in variants:
-                    name = f"jax_{n}dev" + (f"_{label}" if label else "")
-                    out = os.path.join(args.output_dir, f"jax_{phase}_{n}dev"
-                                       + (f"_{label}" if label else "") + f"_r{r}.json")
+                    suffix = f"_{label}" if label else ""
+                    name = f"jax_{n}dev{suffix}"
+                    out = os.path.join(args.output_dir, f"jax_{phase}_{n}dev{suffix}_r{r}.json")
                     env = dict(os.environ)
                     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
                                         + f" --xla_force_host_platform_device_count={n}").strip()

@@ -438,7 +438,8 @@ def profile_steps(fn, steps: int) -> dict:
     ops = [(e.key, e.self_cpu_time_total / 1e3 / steps) for e in prof.key_averages()]
     kinds: dict[str, float] = {}
     for name, ms in ops:
-        kinds[profile_kind(name)] = kinds.get(profile_kind(name), 0.0) + ms
+        kind = profile_kind(name)
+        kinds[kind] = kinds.get(kind, 0.0) + ms
     total = sum(kinds.values())
     return {"op_ms_per_step": round(total, 1), "wall_ms_per_step_profiled": round(wall, 1),
             "kinds": {k: {"ms": round(v, 1), "share": round(v / total, 3)}
