@@ -83,6 +83,11 @@ def get_config() -> ml_collections.ConfigDict:
                                                # "subpixel" (the same function as a 3x3 conv +
                                                # depth-to-space; faster on XLA:CPU) or "auto"
                                                # (subpixel on CPU, transpose on GPU/TPU)
+    c.model.conv_grad = "auto"                 # the convolutions' kernel gradients: "xla",
+                                               # "stored" (x read as stored, not recomputed
+                                               # in XLA:CPU's transposes: the same function;
+                                               # models/conv.py) or "auto" (stored on x86
+                                               # CPUs without AVX-512, where measured)
     c.model.dtype = "float32"                  # or "bfloat16" (params stay float32)
     c.model.bn_cross_device = True             # BatchNorm statistics over all devices
     c.model.init_from = ""                     # torchvision weights (tools/convert_torchvision):

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from hpe_jax.models.conv import conv_function
 from hpe_jax.models.resnet import BN_EPSILON
 
 Array = jax.Array
@@ -103,6 +104,7 @@ class Deconv(nn.Module):
     features: int
     impl: str = "transpose"
     dtype: Any = jnp.float32
+    conv_grad: str = "xla"  # the sub-pixel convolution's kernel gradient (`conv.py`)
     kernel_init: Callable = nn.initializers.lecun_normal()
 
     @nn.compact
@@ -115,8 +117,9 @@ class Deconv(nn.Module):
             return lax.conv_transpose(x, kernel, (2, 2), "SAME",
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
         n, h, w, _ = x.shape
-        y = lax.conv_general_dilated(x, subpixel_kernel(kernel), (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv_function(self.conv_grad)(x, subpixel_kernel(kernel), (1, 1),
+                                          ((1, 1), (1, 1)),
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
         y = y.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
         return y.reshape(n, 2 * h, 2 * w, self.features)
 
@@ -139,13 +142,14 @@ class PoseDecoder(nn.Module):
     bn_momentum: float = 0.9
     deconv_impl: str = "auto"
     num_deconv: int = 3
+    conv_grad: str = "xla"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> dict[str, Array]:
         impl = resolve_deconv_impl(self.deconv_impl)
         for i in range(self.num_deconv):
-            x = Deconv(self.features, impl, self.dtype, name=f"deconv{i}")(x)
+            x = Deconv(self.features, impl, self.dtype, self.conv_grad, name=f"deconv{i}")(x)
             x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                              epsilon=BN_EPSILON, axis_name=self.bn_axis_name, dtype=self.dtype,
                              param_dtype=jnp.float32, name=f"deconv{i}_bn")(x)
@@ -153,6 +157,7 @@ class PoseDecoder(nn.Module):
 
         def head(features: int, name: str) -> Array:
             return nn.Conv(features, (1, 1), dtype=self.dtype, param_dtype=jnp.float32,
+                           conv_general_dilated=conv_function(self.conv_grad),
                            name=name)(x).astype(jnp.float32)
 
         heatmap_logits = head(self.num_joints, "heatmap_head")

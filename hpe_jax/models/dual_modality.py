@@ -75,6 +75,8 @@ class DualModalityNet(nn.Module):
         stride is 32 / 2**num_deconv, halved without the stem pool.
       deconv_impl: how the decoder computes its transposed convolutions ('auto', 'transpose',
         'subpixel'; the same function and parameters, `decoder.Deconv`).
+      conv_grad: how every convolution's kernel gradient is computed ('xla',
+        'stored'; the same function, `conv.py`).
       dtype: compute dtype (float32 or bfloat16); parameters are float32, outputs float32.
     """
 
@@ -92,6 +94,7 @@ class DualModalityNet(nn.Module):
     stem_pool: bool = True
     scan_blocks: bool = False
     num_deconv: int = 3
+    conv_grad: str = "xla"
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
@@ -100,13 +103,14 @@ class DualModalityNet(nn.Module):
             raise ValueError(f"width must be > 0, got {self.width}.")
         common = dict(depth=self.resnet_depth, width=self.width, bn_axis_name=self.bn_axis_name,
                       bn_momentum=self.bn_momentum, stem_pool=self.stem_pool,
-                      scan_blocks=self.scan_blocks, dtype=self.dtype)
+                      scan_blocks=self.scan_blocks, conv_grad=self.conv_grad, dtype=self.dtype)
         self.rgb_encoder = ResNet(**common)
         self.depth_encoder = ResNet(**common)
         self.decoder = PoseDecoder(num_joints=self.num_joints, features=self.deconv_features,
                                    bn_axis_name=self.bn_axis_name, bn_momentum=self.bn_momentum,
                                    beta_init=self.beta_init, deconv_impl=self.deconv_impl,
-                                   num_deconv=self.num_deconv, dtype=self.dtype)
+                                   num_deconv=self.num_deconv, conv_grad=self.conv_grad,
+                                   dtype=self.dtype)
         self.rgb_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
         self.depth_projection = ProjectionHead(self.proj_hidden, self.proj_dim, self.dtype)
 

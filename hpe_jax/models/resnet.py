@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpe_jax.models.conv import conv_function
+
 Array = jax.Array
 SiteHook = Callable[[int, Array], Array]
 
@@ -135,6 +137,8 @@ class ResNet(nn.Module):
         variables `layer{s}_blocks`, module docstring): the same function, compiled once per
         stage instead of once per block, which cuts XLA compile time several-fold for ResNet-101.
         Changes the variables' layout, not their values (`scan_variables`).
+      conv_grad: how the convolutions' kernel gradients are computed ('xla',
+        'stored'; the same function, `conv.py`).
       dtype: compute dtype; parameters stay float32.
     """
 
@@ -144,6 +148,7 @@ class ResNet(nn.Module):
     bn_momentum: float = 0.9
     stem_pool: bool = True
     scan_blocks: bool = False
+    conv_grad: str = "xla"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -162,6 +167,7 @@ class ResNet(nn.Module):
         # He-normal fan-out initialisation, as torchvision's.
         conv = functools.partial(
             nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
+            conv_general_dilated=conv_function(self.conv_grad),
             kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
         norm = functools.partial(
             nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,

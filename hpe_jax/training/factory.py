@@ -13,10 +13,25 @@ import numpy as np
 import optax
 from flax import traverse_util
 
+from hpe_jax.models.conv import check_conv_grad
 from hpe_jax.models.convert import load_pretrained_encoders
 from hpe_jax.models.dual_modality import DualModalityNet
+from hpe_jax.runtime.cpu import cpu_has_avx512
 from hpe_jax.training import config_checks
 from hpe_jax.training.state import TrainState
+
+
+def resolve_conv_grad(choice: str, backend: str | None = None,
+                      avx512: bool | None = None) -> str:
+    """`model.conv_grad`: 'auto' -> 'stored' on the CPU backend of an x86 CPU without AVX-512
+    (where it was measured faster, docs/benchmarks.md), else 'xla'; other choices are checked."""
+    if choice != "auto":
+        return check_conv_grad(choice)
+    if (backend or jax.default_backend()) != "cpu":
+        return "xla"
+    if avx512 is None:
+        avx512 = cpu_has_avx512()
+    return "stored" if avx512 is False else "xla"
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, axis_name: str | None) -> DualModalityNet:
@@ -34,6 +49,7 @@ def build_model(model_cfg: ml_collections.ConfigDict, axis_name: str | None) -> 
         stem_pool=model_cfg.stem_pool,
         num_deconv=model_cfg.num_deconv,
         scan_blocks=model_cfg.scan_blocks,
+        conv_grad=resolve_conv_grad(model_cfg.conv_grad),
         dtype=jnp.dtype(model_cfg.dtype),
     )
 
