@@ -37,8 +37,8 @@ CONV_GRADS = ("xla", "stored")
 def check_conv_grad(impl: str) -> str:
     """`impl` if the models know it, else a ValueError that names the choices."""
     if impl not in CONV_GRADS:
-        raise ValueError(f"model.conv_grad={impl!r} is not one of {CONV_GRADS + ('auto',)} "
-                         "('auto' is resolved by training.factory.resolve_conv_grad).")
+        raise ValueError(f"model.conv_grad={impl!r} is not one of {CONV_GRADS + ('auto',)}; "
+                         "set one of them (auto: the fastest measured for this machine).")
     return impl
 
 
