@@ -127,13 +127,13 @@ def main() -> None:
             runs.append({"round": r, "phase": phase, "framework": "torch",
                          "images_per_s": ips, "file": out})
             for n in devices:
+                env = dict(os.environ)
+                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
+                                    + f" --xla_force_host_platform_device_count={n}").strip()
                 for label, override in variants:
                     suffix = f"_{label}" if label else ""
                     name = f"jax_{n}dev{suffix}"
                     out = os.path.join(args.output_dir, f"jax_{phase}_{n}dev{suffix}_r{r}.json")
-                    env = dict(os.environ)
-                    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "")
-                                        + f" --xla_force_host_platform_device_count={n}").strip()
                     ips = _run([sys.executable, "-m", "tools.benchmark",
                                 f"--config={args.config}", *([override] if override else []),
                                 f"--benchmarks={phase}", *timing, f"--output={out}"], env, out,

@@ -54,18 +54,22 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv(lhs: Array, rhs: Array, params: tuple) -> Array:
+def _plain(lhs: Array, rhs: Array, params: tuple) -> Array:
     return lax.conv_general_dilated(lhs, rhs, **dict(params))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(lhs: Array, rhs: Array, params: tuple) -> Array:
+    return _plain(lhs, rhs, params)
+
+
 def _conv_fwd(lhs: Array, rhs: Array, params: tuple) -> tuple[Array, tuple[Array, Array]]:
-    return lax.conv_general_dilated(lhs, rhs, **dict(params)), (stored(lhs), rhs)
+    return _plain(lhs, rhs, params), (stored(lhs), rhs)
 
 
 def _conv_bwd(params: tuple, residuals: tuple[Array, Array], g: Array) -> tuple[Array, Array]:
     x, w = residuals
-    _, vjp = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **dict(params)), x, w)
+    _, vjp = jax.vjp(lambda a, b: _plain(a, b, params), x, w)
     return vjp(g)
 
 

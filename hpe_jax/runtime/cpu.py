@@ -34,8 +34,9 @@ def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
 
 
 @functools.cache
-def _host_has_avx512() -> bool | None:
-    """`cpu_has_avx512` of this host, read once: start-up asks it twice (convolutions, devices)."""
+def host_has_avx512() -> bool | None:
+    """`cpu_has_avx512` of this host, read once: start-up asks it for the convolutions, the
+    devices and `model.conv_grad`."""
     return cpu_has_avx512()
 
 
@@ -56,7 +57,7 @@ def choose_cpu_convolutions(choice: str | None = None, avx512: bool | None = Non
         raise UsageError(f"{CONV_ENV_VAR}={choice!r} is not one of {', '.join(CONV_CHOICES)}")
     if choice == "auto":
         if avx512 is None:
-            avx512 = _host_has_avx512()
+            avx512 = host_has_avx512()
         choice = "xla" if avx512 is False else "ynn"
     flags_now = os.environ.get("XLA_FLAGS", "")
     if choice == "xla" and "--xla_cpu_experimental_ynn_fusion_type" not in flags_now:
@@ -75,7 +76,7 @@ def default_cpu_devices(avx512: bool | None = None, cores: int | None = None) ->
     (float rounding aside).
     """
     if avx512 is None:
-        avx512 = _host_has_avx512()
+        avx512 = host_has_avx512()
     cores = cores if cores is not None else (os.cpu_count() or 1)
     return 1 if avx512 is False else max(1, min(2, cores))
 

@@ -16,7 +16,7 @@ from flax import traverse_util
 from hpe_jax.models.conv import check_conv_grad
 from hpe_jax.models.convert import load_pretrained_encoders
 from hpe_jax.models.dual_modality import DualModalityNet
-from hpe_jax.runtime.cpu import cpu_has_avx512
+from hpe_jax.runtime.cpu import host_has_avx512
 from hpe_jax.training import config_checks
 from hpe_jax.training.state import TrainState
 
@@ -30,7 +30,7 @@ def resolve_conv_grad(choice: str, backend: str | None = None,
     if (backend or jax.default_backend()) != "cpu":
         return "xla"
     if avx512 is None:
-        avx512 = cpu_has_avx512()
+        avx512 = host_has_avx512()
     return "stored" if avx512 is False else "xla"
 
 
